@@ -1,0 +1,60 @@
+"""The engine interface: a shared, loaded-once model and its per-session streams.
+
+Weights are shared by all sessions on a device; everything that carries state from
+frame to frame (prompt embeddings, stream-batch buffers, noise) lives in an
+`EngineSession`, so one call never leaks into another.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from speakdraw.settings import Settings
+
+
+@dataclass
+class EngineOptions:
+    """How to load an engine; filled from the command line (`speakdraw serve`)."""
+
+    engine: str = "sd-turbo"
+    model: str = "stabilityai/sd-turbo"
+    device: str = "auto"
+    acceleration: str = "none"
+    use_taesd: bool = True
+    simulate_cost_ms: float = 0.0  # artificial per-frame cost (overload tests and benches)
+    extra: dict = field(default_factory=dict)
+
+
+class EngineSession(ABC):
+    """Per-session frame transform. Called from one worker thread at a time."""
+
+    @abstractmethod
+    def update(self, settings: Settings, changed: set[str]) -> None:
+        """Apply new settings between frames; re-prepare only what `changed` needs."""
+
+    @abstractmethod
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        """HxWx3 uint8 in, HxWx3 uint8 out, same size."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release per-session buffers."""
+
+
+class Engine(ABC):
+    """A loaded model (or none); hands out per-session streams."""
+
+    name: str = "engine"
+    device: str = "cpu"
+    model_id: str = ""
+
+    @abstractmethod
+    def new_session(self, settings: Settings) -> EngineSession: ...
+
+    def features(self) -> dict[str, bool]:
+        return {"diffusion": False, "image_prompt": False}
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Free the model."""

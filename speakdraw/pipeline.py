@@ -1,0 +1,117 @@
+"""One session's frame pipeline: fit → [RVM matte] → engine → [composite].
+
+`Pipeline(settings).process(rgb_uint8) -> rgb_uint8` works from a notebook with no
+server. Settings changes are queued by `update()` (any thread) and applied between
+frames by the thread that calls `process()`, so a frame never sees half a change.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from speakdraw.compositing import composite, feather
+from speakdraw.engines.base import Engine
+from speakdraw.engines.passthrough import PassthroughEngine
+from speakdraw.settings import Settings
+
+
+class MattingSession(Protocol):
+    def alpha(self, rgb: np.ndarray) -> np.ndarray:
+        """HxWx3 uint8 → HxW float32 in [0, 1], 1 on the person."""
+
+    def reset(self) -> None: ...
+
+
+class Matting(Protocol):
+    name: str
+
+    def new_session(self) -> MattingSession: ...
+
+
+def fit_frame(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Centre-crop to the target aspect ratio, then resize; no copy when already the right size."""
+    h, w = rgb.shape[:2]
+    if (w, h) == (width, height):
+        return rgb
+    target = width / height
+    if w / h > target:
+        crop_w = round(h * target)
+        x0 = (w - crop_w) // 2
+        rgb = rgb[:, x0 : x0 + crop_w]
+    elif w / h < target:
+        crop_h = round(w / target)
+        y0 = (h - crop_h) // 2
+        rgb = rgb[y0 : y0 + crop_h]
+    image = Image.fromarray(np.ascontiguousarray(rgb))
+    return np.asarray(image.resize((width, height), Image.BILINEAR))
+
+
+class Pipeline:
+    """Per-session frame transform; the model weights (engine, matting) are shared."""
+
+    def __init__(self, settings: Settings | None = None, engine: Engine | None = None, matting: Matting | None = None):
+        self.settings = settings or Settings()
+        self.engine = engine or PassthroughEngine()
+        self.matting = matting
+        self._engine_session = self.engine.new_session(self.settings)
+        self._matting_session = matting.new_session() if matting is not None else None
+        self._pending: Settings | None = None
+        self._lock = threading.Lock()
+        self.last_timings_ms: dict[str, float] = {"matte": 0.0, "diffuse": 0.0, "total": 0.0}
+        self.frames_processed = 0
+
+    def update(self, partial: dict[str, Any]) -> Settings:
+        """Validate a partial change now (raises, changes nothing), apply it before the next frame."""
+        with self._lock:
+            base = self._pending or self.settings
+            new = base.updated(partial)
+            self._pending = new
+            return new
+
+    @property
+    def current(self) -> Settings:
+        with self._lock:
+            return self._pending or self.settings
+
+    def _apply_pending(self) -> None:
+        with self._lock:
+            new, self._pending = self._pending, None
+        if new is None:
+            return
+        changed = new.changed_fields(self.settings)
+        self.settings = new
+        if changed:
+            self._engine_session.update(new, changed)
+        if self._matting_session is not None and changed & {"width", "height"}:
+            self._matting_session.reset()
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        self._apply_pending()
+        s = self.settings
+        start = time.perf_counter()
+        frame = fit_frame(rgb, s.width, s.height)
+        alpha = None
+        t_matte = start
+        if s.mode == "human" and self._matting_session is not None:
+            alpha = self._matting_session.alpha(frame)
+            t_matte = time.perf_counter()
+        out = self._engine_session.process(frame)
+        t_diffuse = time.perf_counter()
+        if alpha is not None:
+            out = composite(out, frame, feather(alpha, s.matte_feather))
+        end = time.perf_counter()
+        self.last_timings_ms = {
+            "matte": (t_matte - start) * 1000.0 if alpha is not None else 0.0,
+            "diffuse": (t_diffuse - t_matte) * 1000.0,
+            "total": (end - start) * 1000.0,
+        }
+        self.frames_processed += 1
+        return out
+
+    def close(self) -> None:
+        self._engine_session.close()
