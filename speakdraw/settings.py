@@ -20,7 +20,9 @@ class Settings(BaseModel):
 
     prompt: str = Field("a watercolor painting", max_length=1000, description="Text prompt")
     negative_prompt: str = Field("", max_length=1000, description="Negative prompt (used when cfg_type is not 'none')")
-    mode: Literal["full", "human"] = Field("full", description="Repaint the whole frame, or only the person (RVM matte)")
+    mode: Literal["full", "human"] = Field(
+        "full", description="Repaint the whole frame or only the person"
+    )
     strength: float = Field(0.5, ge=0.0, le=1.0, description="How far the output may move from the camera frame")
     steps: int = Field(1, ge=1, le=4, description="Denoising steps in the stream batch")
     guidance_scale: float = Field(1.0, ge=0.0, le=20.0, description="Classifier-free guidance scale")
@@ -28,13 +30,16 @@ class Settings(BaseModel):
     cfg_type: Literal["none", "self", "initialize", "full"] = Field("none", description="StreamDiffusion CFG type")
     seed: int = Field(2, ge=0, le=2**31 - 1, description="Noise seed: same seed + input + settings = same output")
     similarity_filter: bool = Field(False, description="Skip near-identical frames")
-    similarity_threshold: float = Field(0.98, ge=0.5, le=1.0, description="Cosine similarity above which a frame is skipped")
+    similarity_threshold: float = Field(
+        0.98, ge=0.5, le=1.0, description="Similarity above which a frame is skipped"
+    )
     prompt_fade_frames: int = Field(8, ge=0, le=120, description="Frames over which a new prompt fades in (0 = jump)")
     voice_prompt: bool = Field(True, description="Spoken finals replace the prompt")
     ip_adapter_scale: float = Field(0.6, ge=0.0, le=2.0, description="Weight of the image prompt (IP-Adapter)")
     matte_feather: int = Field(2, ge=0, le=32, description="Feather radius of the person matte, in pixels (human mode)")
     passthrough_effect: Literal["none", "invert"] = Field(
-        "none", description="Cheap visible transform of the passthrough engine (tests tell processed from echoed frames)"
+        "none",
+        description="Cheap visible effect of the passthrough engine",
     )
     width: int = Field(512, ge=MIN_SIDE, le=MAX_SIDE, description="Processing width (multiple of 8)")
     height: int = Field(512, ge=MIN_SIDE, le=MAX_SIDE, description="Processing height (multiple of 8)")

@@ -1,0 +1,1 @@
+"""SpeakDraw's network shell: aiohttp signaling, aiortc tracks, data channel, REST, TLS, CLI."""

@@ -1,0 +1,39 @@
+"""The startup banner: where to point a browser, and a QR code a phone can scan."""
+
+from __future__ import annotations
+
+import io
+
+import qrcode
+
+from server.certs import lan_addresses
+from server.config import ServerConfig
+
+
+def join_urls(config: ServerConfig) -> tuple[str, str | None]:
+    """(desktop URL, phone URL or None). The phone URL carries the token."""
+    desktop = f"http://{config.host}:{config.port}/"
+    if config.token and config.token_explicit:
+        desktop += f"?token={config.token}"
+    phone = None
+    if config.https_port:
+        lan = lan_addresses()
+        host = lan[0] if lan else "localhost"
+        phone = f"https://{host}:{config.https_port}/" + (f"?token={config.token}" if config.token else "")
+    return desktop, phone
+
+
+def banner(config: ServerConfig, engine: str, warnings: list[str]) -> str:
+    desktop, phone = join_urls(config)
+    lines = ["", "SpeakDraw is up", f"  engine:  {engine}", f"  desktop: {desktop}"]
+    if phone:
+        lines.append(f"  phone:   {phone}   (self-signed certificate: accept it once)")
+    lines += [f"  warning: {w}" for w in warnings]
+    text = "\n".join(lines) + "\n"
+    if phone:
+        qr = qrcode.QRCode(border=1)
+        qr.add_data(phone)
+        out = io.StringIO()
+        qr.print_ascii(out=out, invert=True)
+        text += out.getvalue()
+    return text

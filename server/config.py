@@ -1,0 +1,53 @@
+"""Server configuration, filled by `speakdraw serve` (server/cli.py) or by tests."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WEB_DIR = REPO_ROOT / "web"
+CERTS_DIR = REPO_ROOT / "certs"
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    https_port: int = 8443  # 0 = off; HTTPS listens on all interfaces
+    https_host: str = "0.0.0.0"
+    cert: Path | None = None
+    key: Path | None = None
+    certs_dir: Path = CERTS_DIR
+    token: str | None = None
+    token_explicit: bool = False  # given with --token: then every listener needs it
+    engine: str = "sd-turbo"
+    model: str = "stabilityai/sd-turbo"
+    device: str = "auto"
+    acceleration: str = "none"
+    use_taesd: bool = True
+    stt: str = "faster-whisper"
+    stt_model: str = "tiny.en"
+    matting: str = "rvm"
+    ice_servers: list[str] = field(default_factory=list)
+    simulate_model_ms: float = 0.0
+    max_sessions: int = 8
+    max_offer_bytes: int = 256 * 1024
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_message_bytes: int = 64 * 1024
+
+    def token_required_on(self, listener_host: str) -> bool:
+        """A token is needed on every listener beyond loopback, and everywhere when given explicitly."""
+        if not self.token:
+            return False
+        return self.token_explicit or not is_loopback(listener_host)
