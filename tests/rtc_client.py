@@ -1,0 +1,196 @@
+"""An aiortc test client: sends synthetic video carrying a frame id, receives the transformed track.
+
+Each sent frame has a known pattern (coloured quadrants) and its id written as 16 black/white
+blocks along the top, so a received frame can be matched to the one that was sent (round trip),
+even when the server inverted it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import numpy as np
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+from av import VideoFrame
+
+ID_BITS = 16
+BLOCK = 32
+QUADRANT_COLOURS = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200], [220, 220, 60]], dtype=np.uint8)
+
+
+def pattern_frame(frame_id: int, width: int = 512, height: int = 512) -> np.ndarray:
+    """Quadrants of known colours; top row: the id's 16 bits as black/white blocks."""
+    img = np.empty((height, width, 3), np.uint8)
+    h2, w2 = height // 2, width // 2
+    img[:h2, :w2], img[:h2, w2:], img[h2:, :w2], img[h2:, w2:] = QUADRANT_COLOURS
+    for bit in range(ID_BITS):
+        value = 255 if (frame_id >> bit) & 1 else 0
+        img[:BLOCK, bit * BLOCK : (bit + 1) * BLOCK] = value
+    return img
+
+
+def read_frame_id(img: np.ndarray, inverted: bool = False) -> int:
+    frame_id = 0
+    for bit in range(ID_BITS):
+        cell = img[4 : BLOCK - 4, bit * BLOCK + 4 : (bit + 1) * BLOCK - 4]
+        bright = cell.mean() > 127
+        if bright != inverted:
+            frame_id |= 1 << bit
+    return frame_id
+
+
+def quadrant_means(img: np.ndarray) -> np.ndarray:
+    """Mean colour of the centre of each quadrant (away from the id row and edges)."""
+    h, w = img.shape[:2]
+    h2, w2, m = h // 2, w // 2, 24
+    boxes = [
+        (BLOCK + m, h2 - m, m, w2 - m),
+        (BLOCK + m, h2 - m, w2 + m, w - m),
+        (h2 + m, h - m, m, w2 - m),
+        (h2 + m, h - m, w2 + m, w - m),
+    ]
+    return np.array([img[y0:y1, x0:x1].reshape(-1, 3).mean(axis=0) for y0, y1, x0, x1 in boxes])
+
+
+class PatternVideoTrack(MediaStreamTrack):
+    """Synthetic camera at `fps`; remembers when each id was sent."""
+
+    kind = "video"
+
+    def __init__(self, fps: float = 30.0, width: int = 512, height: int = 512) -> None:
+        super().__init__()
+        self.fps, self.width, self.height = fps, width, height
+        self.sent_at: dict[int, float] = {}
+        self._count = 0
+        self._start: float | None = None
+
+    async def recv(self) -> VideoFrame:
+        if self._start is None:
+            self._start = time.monotonic()
+        target = self._start + self._count / self.fps
+        delay = target - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        frame_id = self._count % (1 << ID_BITS)
+        frame = VideoFrame.from_ndarray(pattern_frame(frame_id, self.width, self.height), format="rgb24")
+        frame.pts = int(self._count * 90000 / self.fps)
+        frame.time_base = fractions.Fraction(1, 90000)
+        self.sent_at[frame_id] = time.monotonic()
+        self._count += 1
+        return frame
+
+
+@dataclass
+class Received:
+    image: np.ndarray
+    at: float
+
+
+@dataclass
+class RtcClient:
+    base: str
+    token: str | None = None
+    settings: dict[str, Any] | None = None
+    fps: float = 30.0
+    audio: MediaStreamTrack | None = None
+    keep_frames: int = 60
+    pc: RTCPeerConnection = field(init=False)
+    session_id: str | None = None
+
+    def __post_init__(self) -> None:
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.video = PatternVideoTrack(self.fps)
+        self.frames: list[Received] = []
+        self.frames_received = 0
+        self.messages: asyncio.Queue[dict] = asyncio.Queue()
+        self.all_messages: list[dict] = []
+        self._tasks: list[asyncio.Task] = []
+        self.channel = self.pc.createDataChannel("control")
+        self._open = asyncio.Event()
+        self.channel.on("open", self._open.set)
+        self.channel.on("message", self._on_message)
+
+    def _on_message(self, raw: str) -> None:
+        message = json.loads(raw)
+        self.all_messages.append(message)
+        self.messages.put_nowait(message)
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    async def connect(self, timeout: float = 20.0) -> None:
+        self.pc.addTrack(self.video)
+        if self.audio is not None:
+            self.pc.addTrack(self.audio)
+
+        @self.pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "video":
+                self._tasks.append(asyncio.create_task(self._read_video(track)))
+
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        body: dict[str, Any] = {"sdp": self.pc.localDescription.sdp, "type": "offer"}
+        if self.settings:
+            body["settings"] = self.settings
+        async with aiohttp.ClientSession() as http:
+            async with http.post(self.base + "/api/offer", json=body, headers=self.headers()) as resp:
+                answer = await resp.json()
+                if resp.status != 200:
+                    raise RuntimeError(f"offer refused: {resp.status} {answer}")
+        self.session_id = answer["session_id"]
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
+        await asyncio.wait_for(self._open.wait(), timeout)
+
+    async def _read_video(self, track: MediaStreamTrack) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                img = frame.to_ndarray(format="rgb24")
+                self.frames_received += 1
+                self.frames.append(Received(img, time.monotonic()))
+                del self.frames[: -self.keep_frames]
+
+    async def wait_frames(self, count: int, timeout: float = 30.0) -> None:
+        target = self.frames_received + count
+        deadline = time.monotonic() + timeout
+        while self.frames_received < target:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"received {self.frames_received}, wanted {target}")
+            await asyncio.sleep(0.05)
+
+    def send(self, message: dict[str, Any] | str) -> None:
+        self.channel.send(message if isinstance(message, str) else json.dumps(message))
+
+    async def expect(self, kind: str, timeout: float = 10.0, where=None) -> dict:
+        """Next message of `kind` (others are skipped) for which `where(message)` holds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no {kind!r} message in {timeout}s")
+            message = await asyncio.wait_for(self.messages.get(), remaining)
+            if message.get("type") == kind and (where is None or where(message)):
+                return message
+
+    async def request(self, message: dict[str, Any] | str, kind: str, timeout: float = 10.0) -> dict:
+        self.send(message)
+        return await self.expect(kind, timeout)
+
+    async def close(self, hang_up: bool = True) -> None:
+        if hang_up and self.session_id:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with aiohttp.ClientSession() as http:
+                    async with http.delete(f"{self.base}/api/sessions/{self.session_id}", headers=self.headers()):
+                        pass
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.pc.close()
