@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -153,7 +154,17 @@ async def get_ice(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    return web.json_response({"status": "ok", "sessions": len(state.sessions), "engine_ready": state.engine_ready})
+    return web.json_response(
+        {
+            "status": "ok",
+            "sessions": len(state.sessions),
+            "engine_ready": state.engine_ready,
+            "engine": state.engine_name(),
+            "peer_connections": Session.live_peer_connections(),
+            "tasks": len(asyncio.all_tasks()),
+            "threads": threading.active_count(),
+        }
+    )
 
 
 async def index(request: web.Request) -> web.FileResponse:

@@ -11,6 +11,7 @@ import json
 import logging
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,13 @@ log = logging.getLogger(__name__)
 
 
 class Session:
+    _peer_connections: weakref.WeakSet[RTCPeerConnection] = weakref.WeakSet()
+
+    @classmethod
+    def live_peer_connections(cls) -> int:
+        """Peer connections not yet closed (a leak shows here)."""
+        return sum(1 for pc in cls._peer_connections if pc.connectionState != "closed")
+
     def __init__(self, app_state: Any, pipeline: Pipeline, on_closed: Callable[[Session], None]) -> None:
         self.id = uuid.uuid4().hex
         self.state = app_state
@@ -34,6 +42,7 @@ class Session:
         ice = [RTCIceServer(urls=url) for url in self.config.ice_servers]
         # An explicit (possibly empty) list: aiortc would otherwise reach out to a public STUN server.
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice))
+        Session._peer_connections.add(self.pc)
         self.channel = None
         self.processor: VideoProcessor | None = None
         self.output_track: TransformedVideoTrack | None = None
