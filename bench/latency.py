@@ -1,0 +1,162 @@
+"""Latency of the call path: server-side cost per frame, loopback round trip, overload.
+
+Prints a table and writes bench/results/latency.json. Every figure comes with a baseline
+measured in the same run (this machine is shared and noisy):
+- server-side per-frame cost of the passthrough pipeline at 512×512 vs the bare
+  yuv→rgb→yuv conversion that any aiortc transform pays;
+- loopback round trip through `speakdraw serve` vs the smallest aiortc echo server;
+- overload (100 ms model, 30 fps in): age of the shown frame, first vs last 5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fractions
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from av import VideoFrame
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from server.tracks import _transform  # noqa: E402
+from speakdraw import Pipeline, Settings  # noqa: E402
+from tests.overload import run_overload  # noqa: E402
+from tests.rtc_client import RtcClient, pattern_frame, read_frame_id  # noqa: E402
+from tests.serverproc import ServerProcess, free_port  # noqa: E402
+
+
+def pct(values, q) -> float:
+    return float(np.percentile(values, q))
+
+
+def server_side(frames: int) -> dict:
+    pipeline = Pipeline(Settings(passthrough_effect="invert"))
+    src = VideoFrame.from_ndarray(pattern_frame(1), format="rgb24").reformat(format="yuv420p")
+    src.pts, src.time_base = 0, fractions.Fraction(1, 90000)
+    conv, full = [], []
+    for _ in range(frames):
+        t = time.perf_counter()
+        VideoFrame.from_ndarray(src.to_ndarray(format="rgb24"), format="rgb24")
+        conv.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        _transform(pipeline, src)
+        full.append((time.perf_counter() - t) * 1000)
+    return {
+        "baseline_conversion_p50_ms": pct(conv, 50),
+        "baseline_conversion_p95_ms": pct(conv, 95),
+        "passthrough_p50_ms": pct(full, 50),
+        "passthrough_p95_ms": pct(full, 95),
+        "ratio_p50": pct(full, 50) / pct(conv, 50),
+    }
+
+
+async def round_trip(base: str, seconds: float, inverted: bool) -> list[float]:
+    client = RtcClient(base, fps=30.0, keep_frames=2, settings={"passthrough_effect": "invert"} if inverted else None)
+    await client.connect()
+    try:
+        await client.wait_frames(10)
+        ages, seen, start = [], client.frames_received, time.monotonic()
+        while time.monotonic() - start < seconds:
+            await asyncio.sleep(0.003)
+            if client.frames_received != seen:
+                seen = client.frames_received
+                last = client.frames[-1]
+                sent = client.video.sent_at.get(read_frame_id(last.image, inverted=inverted))
+                if sent is not None:
+                    ages.append((last.at - sent) * 1000)
+        return ages
+    finally:
+        await client.close()
+
+
+def wait_http(base: str, proc: subprocess.Popen) -> None:
+    import urllib.request
+
+    for _ in range(200):
+        try:
+            urllib.request.urlopen(base + "/healthz", timeout=1)
+            return
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError("echo server died") from None
+            time.sleep(0.1)
+
+
+async def main_async(args) -> dict:
+    results: dict = {"server_side_512": server_side(args.frames)}
+    port = free_port()
+    echo = subprocess.Popen([sys.executable, str(REPO / "bench" / "echo_server.py"), str(port)])
+    ours = ServerProcess()
+    try:
+        wait_http(f"http://127.0.0.1:{port}", echo)
+        ours.wait_ready()
+        base_rt = await round_trip(f"http://127.0.0.1:{port}", args.seconds, inverted=False)
+        our_rt = await round_trip(ours.base, args.seconds, inverted=True)
+        results["round_trip"] = {
+            "baseline_echo_p50_ms": pct(base_rt, 50),
+            "baseline_echo_p95_ms": pct(base_rt, 95),
+            "speakdraw_p50_ms": pct(our_rt, 50),
+            "speakdraw_p95_ms": pct(our_rt, 95),
+            "ratio_p50": pct(our_rt, 50) / pct(base_rt, 50),
+            "frames": [len(base_rt), len(our_rt)],
+        }
+    finally:
+        echo.terminate()
+        echo.wait()
+        ours.stop()
+    slow = ServerProcess("--simulate-model-ms", "100")
+    try:
+        slow.wait_ready()
+        results["overload_100ms_30fps"] = (await run_overload(slow.base, seconds=args.overload_seconds)).summary()
+    finally:
+        slow.stop()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--overload-seconds", type=float, default=20.0)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "latency.json")
+    args = parser.parse_args()
+    results = asyncio.run(main_async(args))
+    s, r, o = results["server_side_512"], results["round_trip"], results["overload_100ms_30fps"]
+    rows = [
+        (
+            "server-side passthrough 512x512",
+            f"{s['passthrough_p50_ms']:.2f}",
+            f"{s['passthrough_p95_ms']:.2f}",
+            f"{s['baseline_conversion_p50_ms']:.2f}",
+            f"{s['ratio_p50']:.2f}x",
+        ),
+        (
+            "loopback round trip",
+            f"{r['speakdraw_p50_ms']:.1f}",
+            f"{r['speakdraw_p95_ms']:.1f}",
+            f"{r['baseline_echo_p50_ms']:.1f}",
+            f"{r['ratio_p50']:.2f}x",
+        ),
+        ("overload shown-frame age", f"{o['age_p50_ms']:.1f}", f"{o['age_p95_ms']:.1f}", "-", "-"),
+    ]
+    print(f"{'measure':34} {'p50 ms':>9} {'p95 ms':>9} {'baseline p50':>13} {'ratio':>7}")
+    for row in rows:
+        print(f"{row[0]:34} {row[1]:>9} {row[2]:>9} {row[3]:>13} {row[4]:>7}")
+    print(
+        f"overload: first 5 s p95 {o['first5s_p95_ms']:.1f} ms, last 5 s p95 {o['last5s_p95_ms']:.1f} ms, "
+        f"fps in {o['fps_in']:.1f} / out {o['fps_out']:.1f}, dropped {o['dropped']}"
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
