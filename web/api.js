@@ -1,0 +1,49 @@
+// REST helpers: every /api call carries the page's token (read once from ?token= in the page URL).
+
+export const token = new URLSearchParams(window.location.search).get("token") || "";
+
+/** An HTTP error carrying the server's {"error": {"code", "message"}} body. */
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+function authHeaders(extra = {}) {
+  const headers = { ...extra };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  return headers;
+}
+
+/** Fetch a JSON /api route; throws ApiError with a human message on any non-2xx answer. */
+export async function apiFetch(path, { method = "GET", body, keepalive = false } = {}) {
+  const init = { method, keepalive, headers: authHeaders() };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (err) {
+    throw new ApiError(0, "network", `cannot reach the server (${err.message})`);
+  }
+  let data = null;
+  try {
+    data = await response.json();
+  } catch {
+    data = null;
+  }
+  if (!response.ok) {
+    const error = (data && data.error) || {};
+    let message = error.message || response.statusText || "request failed";
+    if (response.status === 401 || response.status === 403) {
+      const hint = token ? "the token in this page's address is refused" : "this page's address has no ?token=";
+      message = `access denied: ${hint}. Open the join URL the server printed; it carries the token.`;
+    }
+    throw new ApiError(response.status, error.code || `http_${response.status}`, message);
+  }
+  return data;
+}
