@@ -1,0 +1,96 @@
+"""Small pieces of the shell: settings validation, control protocol, mailbox, certificates, tokens, banner."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import stat
+
+import pytest
+from cryptography import x509
+from pydantic import ValidationError
+
+from server import control
+from server.banner import banner
+from server.certs import ensure_self_signed
+from server.config import ServerConfig
+from server.tracks import Mailbox
+from speakdraw import Pipeline, Settings
+
+
+class Target:
+    def __init__(self) -> None:
+        self.pipeline = Pipeline(Settings())
+
+    def update_settings(self, partial):
+        return self.pipeline.update(partial).model_dump()
+
+
+def test_settings_refuse_out_of_range_and_keep_old_values():
+    s = Settings()
+    for bad in [{"strength": -0.1}, {"steps": 5}, {"width": 513}, {"mode": "cartoon"}, {"seed": -1}, {"x": 1}]:
+        with pytest.raises(ValidationError):
+            s.updated(bad)
+    assert s == Settings()
+    assert s.updated({"strength": 0.9}).strength == 0.9
+
+
+def test_control_messages():
+    target = Target()
+    assert control.handle_message("{", target, 1000)["code"] == "bad_json"
+    assert control.handle_message(b"\x00", target, 1000)["code"] == "bad_message"
+    assert control.handle_message("x" * 2000, target, 1000)["code"] == "too_large"
+    assert control.handle_message('{"type":"what"}', target, 1000)["code"] == "unknown_type"
+    reply = control.handle_message(json.dumps({"type": "settings", "settings": {"seed": 3}}), target, 1000)
+    assert reply["type"] == "settings" and reply["settings"]["seed"] == 3
+    reply = control.handle_message(json.dumps({"type": "settings", "settings": {"seed": 3, "steps": 0}}), target, 1000)
+    assert reply["code"] == "invalid_settings" and "steps" in reply["message"]
+    assert target.pipeline.current.seed == 3  # the refused message changed nothing
+
+
+def test_pipeline_applies_settings_between_frames():
+    import numpy as np
+
+    p = Pipeline(Settings())
+    frame = np.full((512, 512, 3), 10, np.uint8)
+    assert p.process(frame)[0, 0, 0] == 10
+    p.update({"passthrough_effect": "invert"})
+    assert p.settings.passthrough_effect == "none"  # not yet: only at the next frame
+    assert p.process(frame)[0, 0, 0] == 245
+    out = p.process(np.zeros((480, 640, 3), np.uint8))
+    assert out.shape == (512, 512, 3)
+
+
+async def test_mailbox_keeps_only_the_newest():
+    box: Mailbox[int] = Mailbox()
+    for i in range(5):
+        box.put(i)
+    assert await box.get() == 4
+    assert box.dropped == 4
+    waiter = asyncio.create_task(box.get())
+    await asyncio.sleep(0)
+    box.put(9)
+    assert await waiter == 9
+
+
+def test_self_signed_certificate(tmp_path):
+    cert, key = ensure_self_signed(tmp_path)
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    parsed = x509.load_pem_x509_certificate(cert.read_bytes())
+    names = parsed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in names.get_values_for_type(x509.DNSName)
+    ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    assert ensure_self_signed(tmp_path) == (cert, key)  # reused, not regenerated
+
+
+def test_token_rules_and_banner():
+    generated = ServerConfig(token="abc", token_explicit=False)
+    assert not generated.token_required_on("127.0.0.1")
+    assert generated.token_required_on("0.0.0.0")
+    explicit = ServerConfig(token="abc", token_explicit=True)
+    assert explicit.token_required_on("127.0.0.1")
+    assert not ServerConfig().token_required_on("0.0.0.0")
+    text = banner(ServerConfig(token="abc", https_port=8443), "passthrough", ["no weights"])
+    assert "http://127.0.0.1:8080/" in text and ":8443/?token=abc" in text and "no weights" in text
+    assert "█" in text or "▀" in text or "▄" in text  # the QR code
