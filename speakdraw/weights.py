@@ -416,7 +416,7 @@ def _http_download(url: str, dest: Path, timeout_s: float, progress: bool, label
         done = 0
         with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label, disable=not progress) as bar:
             while True:
-                block = resp.read(CHUNK)
+                block = resp.read1(CHUNK)  # whatever has arrived: a live progress bar
                 if not block:
                     break
                 f.write(block)

@@ -1,0 +1,162 @@
+"""Person matte for `human` mode: Robust Video Matting (MobileNetV3) through ONNX Runtime.
+
+One `RVMMatting` holds the shared InferenceSession (thread-safe for concurrent
+`run` calls); each call gets an `RVMSession` that owns RVM's recurrent state, so
+one call's temporal memory never leaks into another. The state is dropped on a
+cut — a resolution change, or a scene change seen as a jump in a 32-px luma
+thumbnail (cheap: a strided view, no resize) — because RVM's memory of the
+previous scene would otherwise smear into the new one for a few frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "rvm-mobilenetv3"
+THUMB_SIDE = 32
+
+
+def downsample_ratio(height: int, width: int, internal_side: int = 512) -> float:
+    """RVM's `downsample_ratio` for a frame size.
+
+    The RVM README advises a ratio that puts the downsampled frame's sides "between
+    256 and 512 pixels" (its table: ≤512² → 1, 720p → 0.375–0.6, 1080p → 0.25–0.4,
+    4K → 0.125–0.2), i.e. a fixed internal size whatever the input. We scale the long
+    side to `internal_side` (never up). The encoder's cost grows with that area, so the
+    default is 512 on a GPU but 192 on a CPU: on 2 cores 256² costs ~2x the 30 fps
+    budget, while 192² still gives a clean matte for a person framed by a webcam (see
+    tests/test_matting.py and bench/matting.py; 128–160 start to leak onto the background).
+    """
+    if not 64 <= internal_side <= 1024:
+        raise ValueError("internal_side must be within 64..1024")
+    return float(min(1.0, internal_side / max(height, width)))
+
+
+def _providers(device: str) -> list[str]:
+    available = ort.get_available_providers()
+    if device in ("cuda", "auto") and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "cuda":
+        log.warning("matting: CUDAExecutionProvider not available in onnxruntime (%s); using the CPU", available)
+    return ["CPUExecutionProvider"]
+
+
+@dataclass
+class MattingOptions:
+    """How the shared RVM model runs."""
+
+    device: str = "cpu"  # cpu | cuda | auto
+    threads: int | None = None  # ORT intra-op threads; None → all cores
+    internal_side: int | None = None  # long side RVM's encoder sees; None → 512 on CUDA, 192 on CPU
+    cut_threshold: float = 40.0  # mean |Δluma| (0–255) of the thumbnail above which the state resets
+
+
+class RVMMatting:
+    """The shared RVM model; `new_session()` per call."""
+
+    name = "rvm"
+
+    def __init__(self, model_path: str | os.PathLike, options: MattingOptions | None = None):
+        self.options = options or MattingOptions()
+        self.model_path = Path(model_path)
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.intra_op_num_threads = self.options.threads or os.cpu_count() or 1
+        so.inter_op_num_threads = 1
+        # No busy-waiting between ops: the diffusion engine shares these cores.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(str(self.model_path), so, providers=_providers(self.options.device))
+        self.provider = self.session.get_providers()[0]
+        self.device = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
+        if self.options.internal_side is None:
+            self.internal_side = 512 if self.device == "cuda" else 192
+        else:
+            self.internal_side = self.options.internal_side
+        downsample_ratio(512, 512, self.internal_side)  # validate once, early
+
+    def new_session(self) -> RVMSession:
+        return RVMSession(self)
+
+    def run(self, src: np.ndarray, state: list[np.ndarray], ratio: float) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One RVM step: NCHW float32 src in [0, 1] + recurrent state → (pha NCHW, new state)."""
+        feeds = {f"r{i + 1}i": r for i, r in enumerate(state)}
+        feeds["src"] = src
+        feeds["downsample_ratio"] = np.array([ratio], dtype=np.float32)
+        _fgr, pha, *rec = self.session.run(["fgr", "pha", "r1o", "r2o", "r3o", "r4o"], feeds)
+        return pha, rec
+
+    def features(self) -> dict[str, str | int]:
+        return {"matting": self.name, "provider": self.provider, "internal_side": self.internal_side}
+
+
+def _initial_state() -> list[np.ndarray]:
+    return [np.zeros((1, 1, 1, 1), dtype=np.float32) for _ in range(4)]
+
+
+class RVMSession:
+    """One call's matte stream: recurrent state + cut detection. One thread at a time."""
+
+    def __init__(self, model: RVMMatting):
+        self.model = model
+        self.state = _initial_state()
+        self._shape: tuple[int, int] | None = None
+        self._thumb: np.ndarray | None = None
+        self.frames = 0
+        self.cuts = 0
+
+    def reset(self) -> None:
+        """Forget the temporal memory (next frame is matted as a first frame)."""
+        self.state = _initial_state()
+        self._thumb = None
+
+    def _thumbnail(self, rgb: np.ndarray) -> np.ndarray:
+        h, w = rgb.shape[:2]
+        sub = rgb[:: max(1, h // THUMB_SIDE), :: max(1, w // THUMB_SIDE)]
+        return sub.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+    def _detect_cut(self, rgb: np.ndarray) -> bool:
+        shape = rgb.shape[:2]
+        thumb = self._thumbnail(rgb)
+        cut = False
+        if shape != self._shape:
+            cut = self._shape is not None
+        elif self._thumb is not None and thumb.shape == self._thumb.shape:
+            cut = float(np.mean(np.abs(thumb - self._thumb))) > self.model.options.cut_threshold
+        self._shape = shape
+        if cut:
+            self.cuts += 1
+            self.reset()
+        self._thumb = thumb
+        return cut
+
+    def alpha(self, rgb: np.ndarray) -> np.ndarray:
+        """HxWx3 uint8 → HxW float32 matte in [0, 1], 1 on the person."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected HxWx3 uint8, got {rgb.shape} {rgb.dtype}")
+        self._detect_cut(rgb)
+        h, w = rgb.shape[:2]
+        src = np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)
+        src *= np.float32(1.0 / 255.0)
+        pha, self.state = self.model.run(src, self.state, downsample_ratio(h, w, self.model.internal_side))
+        self.frames += 1
+        return np.clip(pha[0, 0], 0.0, 1.0)
+
+
+def load_matting(device: str = "cpu", options: MattingOptions | None = None, progress: bool = True) -> RVMMatting:
+    """RVM with its weights from the registry; raises `WeightsUnavailable` (listing what was tried)."""
+    from speakdraw.weights import fetch
+
+    path = fetch(WEIGHTS_NAME, progress=progress)
+    opts = options or MattingOptions(device=device)
+    model = RVMMatting(path, opts)
+    log.info("matting: RVM MobileNetV3 on %s (internal side %d px) from %s", model.provider, model.internal_side, path)
+    return model
