@@ -68,19 +68,28 @@ def _num(text: str) -> float:
         return 0.0
 
 
-# Mean RGB of a <video>'s current frame, drawn to a canvas in the page.
-MEAN_RGB_JS = """(id) => {
+# A <video>'s current frame as a 16x16 grid of RGB cells (drawn to a canvas in the page; CSS mirroring
+# does not affect drawImage).
+CELLS_JS = """(id) => {
   const v = document.getElementById(id);
   if (!v.videoWidth) return null;
   const c = document.createElement('canvas');
-  c.width = 64; c.height = 64;
+  c.width = 16; c.height = 16;
   const g = c.getContext('2d');
-  g.drawImage(v, 0, 0, 64, 64);
-  const d = g.getImageData(0, 0, 64, 64).data;
-  const m = [0, 0, 0];
-  for (let i = 0; i < d.length; i += 4) { m[0] += d[i]; m[1] += d[i + 1]; m[2] += d[i + 2]; }
-  return m.map((x) => x / (d.length / 4));
+  g.drawImage(v, 0, 0, 16, 16);
+  return Array.from(g.getImageData(0, 0, 16, 16).data).filter((_, i) => i % 4 !== 3);
 }"""
+
+
+def _agreement(page, *, inverted: bool) -> float:
+    """Fraction of grid cells where the remote frame matches the camera frame (or its negative)."""
+    local = page.evaluate(CELLS_JS, "local-video")
+    remote = page.evaluate(CELLS_JS, "remote-video")
+    expected = [255 - v for v in local] if inverted else local
+    close = [abs(e - r) < 64 for e, r in zip(expected, remote, strict=True)]
+    cells = [all(close[i : i + 3]) for i in range(0, len(close), 3)]
+    return sum(cells) / len(cells)
+
 
 INBOUND_JS = """async () => {
   const call = window.speakdraw.state.call;
@@ -99,12 +108,20 @@ def _open_page(browser, url: str, **context_args):
     return context, page
 
 
-def _check_call(page, server, screenshot: Path) -> None:
-    """Start a call and check what a person would see: server video playing, stats moving, controls live."""
+def _check_call(page, server, screenshot: Path, *, invert_before_call: bool) -> None:
+    """Start a call and check what a person would see: server video playing, stats moving, controls live.
+
+    With `invert_before_call` the effect is chosen before the call (it travels with the offer), else during it
+    (over the data channel).
+    """
     # Controls come from the server's schema.
     assert page.locator("#setting-mode option").all_inner_texts() == ["full", "human"]
     assert page.locator("#setting-strength").get_attribute("type") == "range"
     assert page.locator("#transcript").inner_text().strip() == ""
+    if invert_before_call:
+        page.click("details summary")
+        page.select_option("#setting-passthrough_effect", "invert")
+        page.click("details summary")
 
     page.click("#start")
     page.wait_for_function(
@@ -131,15 +148,29 @@ def _check_call(page, server, screenshot: Path) -> None:
     assert _num(page.inner_text("#stats-dropped")) >= 0
     assert page.inner_text("#stats-latency").endswith("ms")
 
-    # The frames come from the server's pipeline: switch on its visible cheap transform (invert) from the
-    # schema-built control and the remote picture turns into the negative of the camera's.
+    # The frames come from the server's pipeline: with its visible cheap transform (invert) on, chosen from
+    # the schema-built control, the remote picture is the negative of the camera's; with it off, the same.
+    # (The moving parts of the test pattern differ by a frame or two of delay, hence fractions.)
     page.click("details summary")
-    page.select_option("#setting-passthrough_effect", "invert")
-    page.wait_for_timeout(1500)
-    local = page.evaluate(MEAN_RGB_JS, "local-video")
-    remote = page.evaluate(MEAN_RGB_JS, "remote-video")
-    for lo, re in zip(local, remote, strict=True):
-        assert abs((255 - lo) - re) < 40, f"remote is not the inverted camera: local {local} remote {remote}"
+    if invert_before_call:
+        assert _agreement(page, inverted=True) > 0.8 and _agreement(page, inverted=False) < 0.2
+        page.select_option("#setting-passthrough_effect", "none")
+        page.wait_for_timeout(1000)
+        assert _agreement(page, inverted=False) > 0.8 and _agreement(page, inverted=True) < 0.2
+    else:
+        assert _agreement(page, inverted=False) > 0.8 and _agreement(page, inverted=True) < 0.2
+        page.select_option("#setting-passthrough_effect", "invert")
+        page.wait_for_timeout(1000)
+        assert _agreement(page, inverted=True) > 0.8 and _agreement(page, inverted=False) < 0.2
+
+    # Front/back camera: a new camera track replaces the old one on the same sender, no renegotiation.
+    old_track = page.evaluate("window.speakdraw.state.call.videoSender.track.id")
+    page.click("#switch-camera")
+    page.wait_for_selector("#switch-camera:not([disabled])", timeout=10_000)
+    assert page.evaluate("window.speakdraw.state.call.videoSender.track.id") != old_track
+    t0 = page.evaluate("document.getElementById('remote-video').currentTime")
+    page.wait_for_timeout(1000)
+    assert page.evaluate("document.getElementById('remote-video').currentTime") > t0 + 0.5
 
     # The prompt box goes over the data channel; the server's settings reply shows the active prompt.
     page.fill("#prompt", "an oil painting of a fox")
@@ -180,7 +211,7 @@ def test_desktop_call_over_http(chromium, start_server, artifacts_dir):
     try:
         local, remote = _boxes(page)
         assert abs(local["y"] - remote["y"]) < 2 and remote["x"] > local["x"] + local["width"] - 1, "not side by side"
-        _check_call(page, server, artifacts_dir / "browser-desktop.png")
+        _check_call(page, server, artifacts_dir / "browser-desktop.png", invert_before_call=False)
     finally:
         context.close()
 
@@ -216,6 +247,6 @@ def test_phone_call_over_https_with_token(chromium, start_server, artifacts_dir)
         local, remote = _boxes(page)
         assert remote["y"] >= local["y"] + local["height"] - 1, "videos are not stacked on a phone"
         assert local["width"] <= 390
-        _check_call(page, server, artifacts_dir / "browser-phone.png")
+        _check_call(page, server, artifacts_dir / "browser-phone.png", invert_before_call=True)
     finally:
         context.close()

@@ -28,8 +28,8 @@ const ui = {
 const state = {
   call: null,
   controls: null,
+  defaults: {}, // the server's default settings
   current: {}, // the last settings the server confirmed (or its defaults before a call)
-  pending: {}, // changes made before the call: sent with the offer
   serverWarnings: [],
   callWarnings: [],
   decodeTimer: null,
@@ -73,12 +73,20 @@ function applyConfirmed(settings) {
   setActivePrompt(state.current.prompt);
 }
 
+/** What the person changed: sent with the offer so a new call starts as the page shows. */
+function changedFromDefaults() {
+  const changed = {};
+  for (const [key, value] of Object.entries(state.current)) {
+    if (JSON.stringify(value) !== JSON.stringify(state.defaults[key])) changed[key] = value;
+  }
+  return changed;
+}
+
 /** Send a partial Settings: over the channel during a call, else keep it for the offer. */
 function sendSettings(partial) {
   ui.settingsError.hidden = true;
   if (state.call && state.call.send({ type: "settings", settings: partial })) return;
-  state.pending = { ...state.pending, ...partial };
-  state.current = { ...state.current, ...partial };
+  state.current = { ...state.current, ...partial }; // goes with the next offer
   if ("prompt" in partial) setActivePrompt(partial.prompt);
 }
 
@@ -158,11 +166,17 @@ async function startCall() {
   });
   state.call = call;
   try {
-    await call.start(state.pending);
-    state.pending = {};
+    await call.start(changedFromDefaults());
     state.decodeTimer = setInterval(pollDecoded, 1000);
   } catch (err) {
     const message = err instanceof ApiError ? `${err.message} [${err.code}]` : err.message || String(err);
+    if (err instanceof ApiError && err.code === "invalid_settings") {
+      // A value chosen before the call was refused: drop the pending changes, show why.
+      applyConfirmed(state.defaults);
+      state.controls.set(state.current, { force: true });
+      ui.settingsError.textContent = `Refused: ${err.message}`;
+      ui.settingsError.hidden = false;
+    }
     showError(`Could not start the call: ${message}`);
     call.stop("failed to start");
   }
@@ -211,8 +225,14 @@ async function init() {
     return;
   }
   state.controls = buildControls(info.schema, $("controls"), $("controls-more"), sendSettings);
-  applyConfirmed(info.defaults || {});
-  const server = info.server || {};
+  state.defaults = info.defaults || {};
+  applyConfirmed(state.defaults);
+  showServer(info.server || {});
+  ui.start.disabled = false;
+}
+
+/** Server capabilities and warnings; while its model loads, look again every 2 s. */
+function showServer(server) {
   state.serverWarnings = (server.warnings || []).map(String);
   renderWarnings();
   const parts = [
@@ -223,9 +243,20 @@ async function init() {
     `matting ${server.matting}`,
   ].filter(Boolean);
   ui.serverInfo.textContent = parts.join(" · ");
-  if (!server.stt || server.stt === "off") $("transcript").dataset.empty = "Speech recognition is off on this server.";
-  setStatus("ready to call");
-  ui.start.disabled = false;
+  const transcript = $("transcript");
+  transcript.dataset.empty =
+    !server.stt || server.stt === "off" ? "Speech recognition is off on this server." : "What you say shows here.";
+  const loading = server.ready === false;
+  if (!state.call) setStatus(loading ? "model loading… (calls use passthrough until it is ready)" : "ready to call");
+  if (loading) {
+    setTimeout(async () => {
+      try {
+        showServer((await apiFetch("/api/settings")).server || {});
+      } catch (err) {
+        addCallWarning(`server settings: ${err.message}`);
+      }
+    }, 2000);
+  }
 }
 
 init();
