@@ -179,6 +179,14 @@ def _check_call(page, server, screenshot: Path, *, invert_before_call: bool) -> 
         "() => document.getElementById('active-prompt').textContent === 'an oil painting of a fox'", timeout=5_000
     )
 
+    # Dragging a slider sends throttled partial settings; the server's confirmation lands in the page state.
+    page.evaluate(
+        "() => { const r = document.getElementById('setting-strength'); r.value = 0.8;"
+        " r.dispatchEvent(new Event('input')); }"
+    )
+    page.wait_for_function("() => window.speakdraw.state.current.strength === 0.8", timeout=5_000)
+    assert page.inner_text("#setting-strength-value") == "0.80"
+
     # A refused value is shown and rolled back; the call keeps going.
     page.fill("#setting-seed", "-5")
     page.press("#setting-seed", "Enter")
@@ -201,6 +209,26 @@ def _check_call(page, server, screenshot: Path, *, invert_before_call: bool) -> 
     assert server.health()["sessions"] == 0
 
 
+def _check_transcript_rendering(page) -> None:
+    """The transcript area keeps one line per utterance: partials greyed, then replaced by the final text.
+
+    (The server's speech path feeds it for real elsewhere; here the page's renderer is driven directly.)
+    """
+    render = """async (msgs) => {
+      const { showTranscript } = await import('/static/panels.js');
+      for (const m of msgs) showTranscript({ type: 'transcript', ...m });
+      return [...document.querySelectorAll('#transcript p')].map(p => [p.textContent, p.className]);
+    }"""
+    lines = page.evaluate(render, [{"utterance": 1, "text": "a red", "final": False}])
+    assert lines == [["a red", "partial"]]
+    assert page.evaluate("getComputedStyle(document.querySelector('#transcript p')).fontStyle") == "italic"
+    lines = page.evaluate(
+        render,
+        [{"utterance": 1, "text": "a red fox", "final": True}, {"utterance": 2, "text": "in the", "final": False}],
+    )
+    assert lines == [["a red fox", "final"], ["in the", "partial"]]
+
+
 def _boxes(page) -> tuple[dict, dict]:
     return page.locator("#local-video").bounding_box(), page.locator("#remote-video").bounding_box()
 
@@ -212,6 +240,7 @@ def test_desktop_call_over_http(chromium, start_server, artifacts_dir):
         local, remote = _boxes(page)
         assert abs(local["y"] - remote["y"]) < 2 and remote["x"] > local["x"] + local["width"] - 1, "not side by side"
         _check_call(page, server, artifacts_dir / "browser-desktop.png", invert_before_call=False)
+        _check_transcript_rendering(page)
     finally:
         context.close()
 
