@@ -87,7 +87,8 @@ class Pipeline:
         self.settings = new
         if changed:
             self._engine_session.update(new, changed)
-        if self._matting_session is not None and changed & {"width", "height"}:
+        # RVM's memory assumes consecutive frames: stale after a size change or a stretch in full mode
+        if self._matting_session is not None and changed & {"width", "height", "mode"}:
             self._matting_session.reset()
 
     def process(self, rgb: np.ndarray) -> np.ndarray:
