@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 MAX_SIDE = 1024
 MIN_SIDE = 64
@@ -20,9 +20,7 @@ class Settings(BaseModel):
 
     prompt: str = Field("a watercolor painting", max_length=1000, description="Text prompt")
     negative_prompt: str = Field("", max_length=1000, description="Negative prompt (used when cfg_type is not 'none')")
-    mode: Literal["full", "human"] = Field(
-        "full", description="Repaint the whole frame or only the person"
-    )
+    mode: Literal["full", "human"] = Field("full", description="Repaint the whole frame or only the person")
     strength: float = Field(0.5, ge=0.0, le=1.0, description="How far the output may move from the camera frame")
     steps: int = Field(1, ge=1, le=4, description="Denoising steps in the stream batch")
     guidance_scale: float = Field(1.0, ge=0.0, le=20.0, description="Classifier-free guidance scale")
@@ -30,9 +28,7 @@ class Settings(BaseModel):
     cfg_type: Literal["none", "self", "initialize", "full"] = Field("none", description="StreamDiffusion CFG type")
     seed: int = Field(2, ge=0, le=2**31 - 1, description="Noise seed: same seed + input + settings = same output")
     similarity_filter: bool = Field(False, description="Skip near-identical frames")
-    similarity_threshold: float = Field(
-        0.98, ge=0.5, le=1.0, description="Similarity above which a frame is skipped"
-    )
+    similarity_threshold: float = Field(0.98, ge=0.5, le=1.0, description="Similarity above which a frame is skipped")
     prompt_fade_frames: int = Field(8, ge=0, le=120, description="Frames over which a new prompt fades in (0 = jump)")
     voice_prompt: bool = Field(True, description="Spoken finals replace the prompt")
     ip_adapter_scale: float = Field(0.6, ge=0.0, le=2.0, description="Weight of the image prompt (IP-Adapter)")
@@ -41,15 +37,8 @@ class Settings(BaseModel):
         "none",
         description="Cheap visible effect of the passthrough engine",
     )
-    width: int = Field(512, ge=MIN_SIDE, le=MAX_SIDE, description="Processing width (multiple of 8)")
-    height: int = Field(512, ge=MIN_SIDE, le=MAX_SIDE, description="Processing height (multiple of 8)")
-
-    @field_validator("width", "height")
-    @classmethod
-    def _multiple_of_8(cls, value: int) -> int:
-        if value % 8:
-            raise ValueError("must be a multiple of 8")
-        return value
+    width: int = Field(512, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8, description="Processing width (multiple of 8)")
+    height: int = Field(512, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8, description="Processing height (multiple of 8)")
 
     def updated(self, partial: dict[str, Any]) -> Settings:
         """A new Settings with `partial` applied, validated as a whole; raises ValidationError."""
