@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
+from server import metrics, mjpeg
 from server.auth import token_middleware
 from server.config import WEB_DIR, ServerConfig
 from server.errors import json_error, json_errors_middleware
@@ -84,7 +85,7 @@ class AppState:
         return {
             "engine": engine.name,
             "requested_engine": self.config.engine,
-            "model": getattr(engine, "model_id", "") or self.config.model,
+            "model": getattr(engine, "model_id", "") or None,
             "device": getattr(engine, "device", "cpu"),
             "stt": self.config.stt,
             "matting": self.config.matting if self.matting is not None else "off",
@@ -207,4 +208,6 @@ def create_app(config: ServerConfig, *, load_models: bool = True) -> web.Applica
         app.on_startup.append(_load_models)
     app.on_shutdown.append(_close_sessions)
     app.on_cleanup.append(_stop_workers)
+    metrics.setup(app)
+    mjpeg.setup(app)
     return app
