@@ -1,0 +1,227 @@
+"""Diffusion modules built from config in-process: the `tiny` engine and the full-size bench model.
+
+`tiny` is a few-hundred-kB UNet / VAE / CLIP text encoder with the same classes and
+the same layout as SD-Turbo (8x VAE downsampling, 77-token prompts), so it runs the
+engine's real code path on CPU in milliseconds. `full_size` is the published SD-Turbo
+architecture (SD 2.1 UNet, OpenCLIP-H text encoder, TAESD) with random weights: the
+same FLOPs as the real model, for benchmarks where the hub weights cannot be had.
+Both are seeded, so two builds give identical weights.
+
+One exception to "random": the tiny TAESD gets hand-set weights that make it an 8x8
+average-pooling encoder and a nearest-upsampling decoder (latents = RGB in [-1, 1]).
+A random autoencoder reconstructs nothing, so every tiny output would be unrelated
+to the camera; with this one the tiny engine's output is a pixelated picture of the
+input that the random UNet pushes away from it as `strength` rises, which the tests
+can measure in pixels and a person can see. (`--no-taesd` keeps a random tiny KL VAE.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, AutoencoderTiny, EulerDiscreteScheduler, UNet2DConditionModel
+from diffusers.models.unet_2d_blocks import AutoencoderTinyBlock
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from speakdraw.diffusion.tokenizer import BOS, EOS, char_clip_tokenizer, char_vocab
+
+# stabilityai/sd-turbo scheduler/scheduler_config.json (EulerDiscrete, trailing spacing).
+SD_TURBO_SCHEDULER: dict[str, Any] = {
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "interpolation_type": "linear",
+    "num_train_timesteps": 1000,
+    "prediction_type": "epsilon",
+    "steps_offset": 1,
+    "timestep_spacing": "trailing",
+    "timestep_type": "discrete",
+    "use_karras_sigmas": False,
+}
+
+# SD 2.1-base UNet, which SD-Turbo distils (unet/config.json).
+SD21_UNET: dict[str, Any] = {
+    "act_fn": "silu",
+    "attention_head_dim": [5, 10, 20, 20],
+    "block_out_channels": [320, 640, 1280, 1280],
+    "center_input_sample": False,
+    "cross_attention_dim": 1024,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "downsample_padding": 1,
+    "dual_cross_attention": False,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "in_channels": 4,
+    "layers_per_block": 2,
+    "mid_block_scale_factor": 1,
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+    "only_cross_attention": False,
+    "out_channels": 4,
+    "sample_size": 64,
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    "use_linear_projection": True,
+}
+
+# OpenCLIP ViT-H/14 text tower as SD 2.x ships it (penultimate layer kept: 23 layers).
+OPENCLIP_H_TEXT: dict[str, Any] = {
+    "hidden_act": "gelu",
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "layer_norm_eps": 1e-05,
+    "max_position_embeddings": 77,
+    "num_attention_heads": 16,
+    "num_hidden_layers": 23,
+    "projection_dim": 512,
+    "vocab_size": 49408,
+}
+
+# madebyollin/taesd config.json (AutoencoderTiny defaults).
+TAESD: dict[str, Any] = {
+    "act_fn": "relu",
+    "decoder_block_out_channels": [64, 64, 64, 64],
+    "encoder_block_out_channels": [64, 64, 64, 64],
+    "in_channels": 3,
+    "latent_channels": 4,
+    "latent_magnitude": 3,
+    "latent_shift": 0.5,
+    "num_decoder_blocks": [3, 3, 3, 1],
+    "num_encoder_blocks": [1, 3, 3, 3],
+    "out_channels": 3,
+    "scaling_factor": 1.0,
+    "upsampling_scaling_factor": 2,
+}
+
+TINY_UNET: dict[str, Any] = {
+    **SD21_UNET,
+    "attention_head_dim": [2, 4],
+    "block_out_channels": [32, 64],
+    "cross_attention_dim": 32,
+    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+    "layers_per_block": 1,
+    "sample_size": 8,
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+}
+
+TINY_TEXT: dict[str, Any] = {
+    **OPENCLIP_H_TEXT,
+    "hidden_size": 32,
+    "intermediate_size": 37,
+    "num_attention_heads": 4,
+    "num_hidden_layers": 2,
+    "projection_dim": 32,
+}
+
+TINY_TAESD: dict[str, Any] = {
+    **TAESD,
+    "decoder_block_out_channels": [8, 8, 8, 8],
+    "encoder_block_out_channels": [8, 8, 8, 8],
+    "num_decoder_blocks": [1, 1, 1, 1],
+    "num_encoder_blocks": [1, 1, 1, 1],
+}
+
+# Four blocks, so it downsamples 8x like SD's VAE.
+TINY_VAE_KL: dict[str, Any] = {
+    "block_out_channels": [32, 32, 32, 32],
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 4,
+    "layers_per_block": 1,
+    "norm_num_groups": 32,
+    "sample_size": 64,
+    "scaling_factor": 0.18215,
+}
+
+
+@dataclass
+class Components:
+    """The modules one diffusion engine shares between all its sessions."""
+
+    unet: UNet2DConditionModel
+    vae: AutoencoderTiny | AutoencoderKL
+    text_encoder: CLIPTextModel
+    tokenizer: CLIPTokenizer
+    scheduler: EulerDiscreteScheduler
+
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> Components:
+        for module in (self.unet, self.vae, self.text_encoder):
+            module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        return self
+
+
+def _identity_taps(conv: torch.nn.Conv2d, pairs: dict[int, int], scale: float = 1.0) -> None:
+    """Centre tap `scale` from input channel to output channel for each (out: in) pair; all else 0."""
+    conv.weight.zero_()
+    centre = conv.kernel_size[0] // 2
+    for out_ch, in_ch in pairs.items():
+        conv.weight[out_ch, in_ch, centre, centre] = scale
+    if conv.bias is not None:
+        conv.bias.zero_()
+
+
+@torch.no_grad()
+def make_pixelating(vae: AutoencoderTiny) -> AutoencoderTiny:
+    """Set an AutoencoderTiny's weights to 8x average pooling / nearest upsampling (see module doc)."""
+    rgb = {0: 0, 1: 1, 2: 2}
+    convs = [m for m in vae.encoder.layers if isinstance(m, torch.nn.Conv2d)]
+    _identity_taps(convs[0], rgb)  # image in [0, 1] into channels 0..2
+    for down in convs[1:-1]:  # stride-2 3x3 convs: taps (1..2, 1..2) are exactly a 2x2 average
+        down.weight.zero_()
+        for c in range(3):
+            down.weight[c, c, 1:, 1:] = 0.25
+    last = convs[-1]
+    _identity_taps(last, rgb, 2.0)  # latent = 2 * rgb - 1; channel 3 = 2 * grey - 1
+    last.weight[3, :3, 1, 1] = 2.0 / 3.0
+    last.bias.fill_(-1.0)
+    first = vae.decoder.layers[0]
+    _identity_taps(first, rgb, 0.5)  # back to [0, 1] (the ReLU after it clips below 0)
+    first.bias[:3] = 0.5
+    for module in vae.decoder.layers[1:]:
+        if isinstance(module, torch.nn.Conv2d):
+            _identity_taps(module, rgb)
+    for block in list(vae.encoder.layers) + list(vae.decoder.layers):
+        if isinstance(block, AutoencoderTinyBlock):  # residual branch off: block(x) = relu(x) = x
+            for conv in block.conv:
+                if isinstance(conv, torch.nn.Conv2d):
+                    conv.weight.zero_()
+                    conv.bias.zero_()
+    return vae
+
+
+def _text_encoder(config: dict[str, Any]) -> CLIPTextModel:
+    vocab = char_vocab()
+    cfg = CLIPTextConfig(**config, bos_token_id=vocab[BOS], eos_token_id=vocab[EOS], pad_token_id=vocab[EOS])
+    return CLIPTextModel(cfg)
+
+
+def build_components(
+    kind: str = "tiny", *, use_taesd: bool = True, seed: int = 0, device: str | torch.device = "cpu"
+) -> Components:
+    """Random-weight modules from config: `kind` is 'tiny' or 'full-size'.
+
+    Seeded inside a forked RNG, so the global torch RNG is left as it was. `device`
+    is where the weights are initialised (a GPU builds the full-size model in a
+    second, a CPU takes ~20 s); the same seed gives the same weights on one device.
+    """
+    if kind not in ("tiny", "full-size"):
+        raise ValueError(f"unknown architecture {kind!r}; use 'tiny' or 'full-size'")
+    tiny = kind == "tiny"
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), device:
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(**(TINY_UNET if tiny else SD21_UNET))
+        if use_taesd:
+            vae: AutoencoderTiny | AutoencoderKL = AutoencoderTiny(**(TINY_TAESD if tiny else TAESD))
+            if tiny:
+                make_pixelating(vae)
+        elif tiny:
+            vae = AutoencoderKL(**TINY_VAE_KL)
+        else:
+            raise ValueError("the full-size bench model is built with TAESD only (the KL VAE config is not wired)")
+        text_encoder = _text_encoder(TINY_TEXT if tiny else OPENCLIP_H_TEXT)
+    scheduler = EulerDiscreteScheduler.from_config(SD_TURBO_SCHEDULER)
+    return Components(unet, vae, text_encoder, char_clip_tokenizer(), scheduler)

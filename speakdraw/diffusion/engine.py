@@ -1,0 +1,248 @@
+"""The diffusion engine: shared modules, one StreamDiffusion stream per session.
+
+`DiffusionEngine` owns the loaded modules (UNet, VAE or TAESD, text encoder,
+tokenizer) and a prompt-embedding cache; they are only read after load.
+`DiffusionSession` owns one `streamdiffusion.StreamDiffusion` object built over the
+engine's pipeline: its scheduler, noise, latent buffers and prompt embeddings are
+per object, so two calls never share state. StreamDiffusion's `__call__` times itself
+with CUDA events (it fails on CPU) and its similarity filter sleeps, so a frame is
+composed here from its parts: `encode_image` → `predict_x0_batch` → `decode_image`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections import OrderedDict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import LCMScheduler, StableDiffusionPipeline
+from streamdiffusion import StreamDiffusion
+
+from speakdraw.diffusion.architectures import Components
+from speakdraw.diffusion.similarity import FrameSimilarity
+from speakdraw.diffusion.stream_state import layout_embeds, set_guidance, set_noise, set_schedule, t_index_list
+from speakdraw.engines.base import Engine, EngineSession
+from speakdraw.settings import Settings
+
+EMBED_CACHE_SIZE = 64
+
+
+class DiffusionEngine(Engine):
+    """Loaded once per device; `new_session` is cheap (no model work but text encoding)."""
+
+    def __init__(
+        self,
+        components: Components,
+        *,
+        name: str,
+        model_id: str,
+        device: torch.device | str,
+        dtype: torch.dtype,
+    ) -> None:
+        self.name = name
+        self.model_id = model_id
+        self.torch_device = torch.device(device)
+        self.device = str(self.torch_device)
+        self.dtype = dtype
+        self.components = components.to(self.torch_device, dtype)
+        self.pipe = StableDiffusionPipeline(
+            vae=components.vae,
+            text_encoder=components.text_encoder,
+            tokenizer=components.tokenizer,
+            unet=components.unet,
+            scheduler=components.scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        self.pipe.set_progress_bar_config(disable=True)
+        # StreamDiffusion builds an LCMScheduler from this config for every stream; handing it an
+        # LCM config (same betas) keeps diffusers from warning about Euler-only keys on each call.
+        lcm_keys = inspect.signature(LCMScheduler.__init__).parameters
+        lcm_config = {k: v for k, v in components.scheduler.config.items() if k in lcm_keys}
+        self.pipe.scheduler = LCMScheduler.from_config(lcm_config)
+        # What sessions run; acceleration may swap these for compiled / TensorRT modules.
+        self.unet = components.unet
+        self.vae = components.vae
+        self.acceleration = "none"
+        self.fixed_size: tuple[int, int] | None = None  # TensorRT engines are built for one size
+        self.text_encodes = 0  # text-encoder runs (tests: a prompt change encodes once, nothing else does)
+        self._embeds: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return int(self.pipe.vae_scale_factor)
+
+    def features(self) -> dict[str, bool]:
+        return {"diffusion": True, "image_prompt": False}
+
+    def new_session(self, settings: Settings) -> DiffusionSession:
+        return DiffusionSession(self, settings)
+
+    @torch.no_grad()
+    def encode_text(self, text: str) -> torch.Tensor:
+        """(1, 77, D) embeddings of `text`, cached: switching back to a recent prompt is free."""
+        with self._lock:
+            hit = self._embeds.get(text)
+            if hit is not None:
+                self._embeds.move_to_end(text)
+                return hit
+        embeds = self.pipe.encode_prompt(text, self.torch_device, 1, False)[0]
+        with self._lock:
+            self.text_encodes += 1
+            self._embeds[text] = embeds
+            while len(self._embeds) > EMBED_CACHE_SIZE:
+                self._embeds.popitem(last=False)
+        return embeds
+
+    @torch.no_grad()
+    def vae_roundtrip(self, rgb: np.ndarray) -> np.ndarray:
+        """decode(encode(frame)) with no noise: what strength 0 would give; the VAE's own loss."""
+        x = to_tensor(rgb, self.torch_device, self.dtype)
+        encoded = self.vae.encode(x)
+        latent = encoded.latent_dist.mode() if hasattr(encoded, "latent_dist") else encoded.latents
+        return to_uint8(self.vae.decode(latent, return_dict=False)[0])
+
+    def close(self) -> None:
+        self._embeds.clear()
+        if self.torch_device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def to_tensor(rgb: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """HxWx3 uint8 → 1x3xHxW in [-1, 1] on `device`."""
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).to(device)
+    return x.permute(2, 0, 1).unsqueeze(0).to(dtype).div_(127.5).sub_(1.0)
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """1x3xHxW in [-1, 1] → HxWx3 uint8 on the CPU."""
+    x = (image[0].float().clamp(-1.0, 1.0) + 1.0) * 127.5
+    return x.round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+class DiffusionSession(EngineSession):
+    """One call's stream: settings changes re-prepare only their own part (see stream_state)."""
+
+    def __init__(self, engine: DiffusionEngine, settings: Settings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.stream: StreamDiffusion | None = None  # built at the first frame's size
+        self.frames = 0
+        self.frames_skipped = 0
+        self.streams_built = 0
+        self._generator = torch.Generator()  # CPU: same noise on every device, like prepare()
+        self._uncond = engine.encode_text(settings.negative_prompt)
+        self._cond = engine.encode_text(settings.prompt)  # what the current frame uses
+        self._fade: tuple[torch.Tensor, torch.Tensor, int, int] | None = None  # from, to, done, total
+        self._filter = self._make_filter(settings)
+        self._last_out: np.ndarray | None = None
+
+    # ----------------------------------------------------------------- settings
+
+    @staticmethod
+    def _make_filter(settings: Settings) -> FrameSimilarity | None:
+        return FrameSimilarity(settings.similarity_threshold) if settings.similarity_filter else None
+
+    def update(self, settings: Settings, changed: set[str]) -> None:
+        self.settings = settings
+        if "negative_prompt" in changed:
+            self._uncond = self.engine.encode_text(settings.negative_prompt)
+        if "prompt" in changed:
+            self._start_fade(self.engine.encode_text(settings.prompt), settings.prompt_fade_frames)
+        if changed & {"similarity_filter", "similarity_threshold"}:
+            self._filter = self._make_filter(settings)
+        stream = self.stream
+        if stream is None:
+            return
+        if changed & {"steps", "cfg_type"}:  # the stream batch layout changes: a new stream object
+            self._build_stream(stream.width, stream.height)
+            return
+        if "strength" in changed:
+            set_schedule(stream, t_index_list(settings.strength, settings.steps))
+        if "seed" in changed:
+            set_noise(stream, settings.seed, self._generator)
+        if changed & {"guidance_scale", "delta"}:
+            set_guidance(stream, settings.guidance_scale, settings.delta)
+        if changed & {"guidance_scale", "prompt", "negative_prompt"}:
+            layout_embeds(stream, self._cond, self._uncond)
+
+    def _start_fade(self, target: torch.Tensor, frames: int) -> None:
+        if frames <= 0 or self.frames == 0:
+            self._cond, self._fade = target, None
+        else:
+            self._fade = (self._cond, target, 0, frames)  # from wherever the last frame was
+
+    def _advance_fade(self) -> None:
+        if self._fade is None:
+            return
+        start, target, done, total = self._fade
+        done += 1
+        self._cond = torch.lerp(start, target, done / total) if done < total else target
+        self._fade = None if done >= total else (start, target, done, total)
+        if self.stream is not None:
+            layout_embeds(self.stream, self._cond, self._uncond)
+
+    @property
+    def fading(self) -> bool:
+        return self._fade is not None
+
+    def _build_stream(self, width: int, height: int) -> None:
+        s, engine = self.settings, self.engine
+        stream = StreamDiffusion(
+            engine.pipe,
+            t_index_list=t_index_list(s.strength, s.steps),
+            torch_dtype=engine.dtype,
+            width=width,
+            height=height,
+            cfg_type=s.cfg_type,
+        )
+        stream.device = engine.torch_device
+        stream.unet, stream.vae = engine.unet, engine.vae
+        set_schedule(stream, stream.t_list)
+        set_noise(stream, s.seed, self._generator)
+        set_guidance(stream, s.guidance_scale, s.delta)
+        layout_embeds(stream, self._cond, self._uncond)
+        self.stream = stream
+        self.streams_built += 1
+
+    # ----------------------------------------------------------------- frames
+
+    def _model_size(self, width: int, height: int) -> tuple[int, int]:
+        if self.engine.fixed_size is not None:
+            return self.engine.fixed_size
+        f = self.engine.vae_scale_factor
+        return max(f, round(width / f) * f), max(f, round(height / f) * f)
+
+    @torch.no_grad()
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"expected an HxWx3 uint8 frame, got {rgb.dtype} {rgb.shape}")
+        if self._filter is not None and self._filter.should_skip(rgb):
+            if self._last_out is not None and self._last_out.shape == rgb.shape:
+                self.frames_skipped += 1
+                return self._last_out
+        height, width = rgb.shape[:2]
+        model_w, model_h = self._model_size(width, height)
+        if self.stream is None or (self.stream.width, self.stream.height) != (model_w, model_h):
+            self._build_stream(model_w, model_h)
+        self._advance_fade()
+        stream = self.stream
+        x = to_tensor(rgb, self.engine.torch_device, self.engine.dtype)
+        if (model_w, model_h) != (width, height):
+            x = F.interpolate(x, size=(model_h, model_w), mode="bilinear", align_corners=False)
+        image = stream.decode_image(stream.predict_x0_batch(stream.encode_image(x)))
+        if (model_w, model_h) != (width, height):
+            image = F.interpolate(image, size=(height, width), mode="bilinear", align_corners=False)
+        out = to_uint8(image)
+        self._last_out = out
+        self.frames += 1
+        return out
+
+    def close(self) -> None:
+        self.stream = None
+        self._last_out = None

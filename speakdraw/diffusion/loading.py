@@ -1,0 +1,164 @@
+"""Load `sd-turbo` (any diffusers SD folder or hub id) or build `tiny`; never hang offline.
+
+Weights resolve in this order: a local folder given as `--model`; for the default
+`stabilityai/sd-turbo` and for TAESD, the project's weight registry
+(`speakdraw.weights`: env var, our cache, the HF cache, then the hub); for any
+other hub id, the HF cache, then the hub. The network is only tried when not
+offline (`HF_HUB_OFFLINE` / `SPEAKDRAW_OFFLINE`) and when the hub answers within a
+few seconds; downloads show huggingface_hub's progress bars.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from speakdraw.diffusion.architectures import Components, build_components
+from speakdraw.engines import EngineUnavailable
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "stabilityai/sd-turbo"
+DEFAULT_TAESD = "madebyollin/taesd"
+HUB_PROBE_TIMEOUT_S = 3.0
+SD_FILES = (
+    "model_index.json",
+    "scheduler/scheduler_config.json",
+    "text_encoder/config.json",
+    "text_encoder/model.safetensors",
+    "tokenizer/*",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "vae/config.json",
+    "vae/diffusion_pytorch_model.safetensors",
+)
+TAESD_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
+
+# Counts real weight loads (tests: no settings change ever reloads the model).
+LOADS = {"sd-turbo": 0, "tiny": 0}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise EngineUnavailable("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu or auto")
+    return device
+
+
+def resolve_dtype(device: torch.device, name: str | None = None) -> torch.dtype:
+    """fp16 on CUDA, fp32 elsewhere, unless `name` ('float16', 'float32', 'bfloat16') says otherwise."""
+    if name:
+        dtype = getattr(torch, name, None)
+        if not isinstance(dtype, torch.dtype):
+            raise ValueError(f"unknown dtype {name!r}")
+        return dtype
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "SPEAKDRAW_OFFLINE"))
+
+
+def hub_reachable(timeout_s: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """One HEAD request to the hub endpoint; False on any error or timeout."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=timeout_s)
+        return True
+    except Exception:  # noqa: BLE001 - DNS, TLS, proxy, timeout: all mean "not now"
+        return False
+
+
+def _no_network_reason() -> str | None:
+    if _offline():
+        return "offline (HF_HUB_OFFLINE/SPEAKDRAW_OFFLINE is set)"
+    if not hub_reachable():
+        return "the Hugging Face hub is unreachable"
+    return None
+
+
+def _registry_folder(name: str) -> Path:
+    """A weight from speakdraw.weights, checking the local copies before touching the network."""
+    from speakdraw import weights
+
+    found = weights.path(name)
+    if found is not None:
+        return found
+    reason = _no_network_reason()
+    if reason:
+        raise EngineUnavailable(
+            f"{name} weights are not available locally and {reason}; run `speakdraw models pull {name}` "
+            "where there is network access (or set its path env var), or use --engine tiny/passthrough"
+        )
+    try:
+        return weights.fetch(name)
+    except weights.WeightsUnavailable as exc:
+        raise EngineUnavailable(str(exc)) from None
+
+
+def _hub_folder(repo_id: str, patterns: tuple[str, ...]) -> Path:
+    """Any other hub repo: the HF cache, else a download when the hub can be reached."""
+    import huggingface_hub as hf
+
+    try:
+        return Path(hf.snapshot_download(repo_id, allow_patterns=list(patterns), local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached (hub raises several kinds)
+        pass
+    reason = _no_network_reason()
+    if reason:
+        raise EngineUnavailable(
+            f"{repo_id} is not in the Hugging Face cache and {reason}; download it where there is network "
+            "access (huggingface-cli download) or pass --model /path/to/folder, or use --engine tiny/passthrough"
+        )
+    try:
+        return Path(hf.snapshot_download(repo_id, allow_patterns=list(patterns)))
+    except Exception as exc:  # noqa: BLE001
+        raise EngineUnavailable(f"could not download {repo_id}: {type(exc).__name__}: {exc}") from None
+
+
+def model_folder(model: str, registry_name: str, default_id: str, patterns: tuple[str, ...]) -> Path:
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    if model.startswith((".", "/", "~")):
+        raise EngineUnavailable(f"model folder {model} does not exist")
+    if model == default_id:
+        try:
+            return _registry_folder(registry_name)
+        except ImportError:  # no weight registry in this checkout: straight to the hub cache
+            log.debug("speakdraw.weights missing; resolving %s through huggingface_hub", model)
+    return _hub_folder(model, patterns)
+
+
+def load_pretrained(model: str, *, use_taesd: bool, taesd: str, dtype: torch.dtype) -> Components:
+    """A diffusers Stable Diffusion folder (+ TAESD) as Components, in `dtype` on the CPU."""
+    from diffusers import AutoencoderTiny, StableDiffusionPipeline
+
+    folder = model_folder(model, "sd-turbo", DEFAULT_MODEL, SD_FILES)
+    taesd_folder = model_folder(taesd, "taesd", DEFAULT_TAESD, TAESD_FILES) if use_taesd else None
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(
+            folder,
+            torch_dtype=dtype,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+            local_files_only=True,
+        )
+        vae = AutoencoderTiny.from_pretrained(taesd_folder, torch_dtype=dtype) if taesd_folder else pipe.vae
+    except Exception as exc:  # noqa: BLE001 - a broken folder must not kill the server
+        raise EngineUnavailable(f"could not load {folder}: {type(exc).__name__}: {exc}") from None
+    LOADS["sd-turbo"] += 1
+    return Components(pipe.unet, vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler)
+
+
+def load_tiny(*, use_taesd: bool, device: torch.device) -> Components:
+    LOADS["tiny"] += 1
+    return build_components("tiny", use_taesd=use_taesd, device=device)
