@@ -74,7 +74,8 @@ class Session:
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "video" and self.processor is None:
-                self.processor = VideoProcessor(track, self.pipeline, self.state.video_executor)
+                observer = getattr(self.state, "observer", None)  # server.metrics, when set up
+                self.processor = VideoProcessor(track, self.pipeline, self.state.video_executor, observer)
                 self.output_track = TransformedVideoTrack(self.processor)
                 pc.addTrack(self.output_track)
             elif track.kind == "audio" and self.audio is None:
@@ -128,6 +129,9 @@ class Session:
         return self.pipeline.update(partial).model_dump()
 
     def send(self, message: dict[str, Any]) -> None:
+        observer = getattr(self.state, "observer", None)
+        if observer is not None:
+            observer.message_sent(message)  # counts errors by code and transcripts
         channel = self.channel
         if channel is not None and channel.readyState == "open":
             try:

@@ -11,9 +11,10 @@ import asyncio
 import collections
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 from aiortc import MediaStreamTrack
@@ -101,6 +102,21 @@ class VideoStats:
     last_shown_age_ms: float = 0.0
 
 
+class VideoObserver(Protocol):
+    """Per-frame hooks (metrics). Called on the event loop: each call must be cheap and never block."""
+
+    def frame_in(self, dropped: bool) -> None:
+        """A camera frame arrived; `dropped`: it replaced an unprocessed one in the inbox."""
+
+    def frame_processed(self, timings_ms: dict[str, float]) -> None: ...
+
+    def frame_failed(self) -> None: ...
+
+    def frame_sent(self, encode_ms: float, total_ms: float) -> None:
+        """The sender came back for the next frame: `encode_ms` it spent encoding+sending the last one,
+        `total_ms` from that frame's arrival at the server until then."""
+
+
 def _transform(pipeline: Pipeline, frame: VideoFrame) -> tuple[VideoFrame, dict[str, float]]:
     """Runs in the worker thread: decode to RGB, run the pipeline, wrap as a frame with the source pts."""
     start = time.perf_counter()
@@ -116,8 +132,11 @@ def _transform(pipeline: Pipeline, frame: VideoFrame) -> tuple[VideoFrame, dict[
 class VideoProcessor:
     """Owns the two tasks of a call's video: reading the camera, and feeding the worker."""
 
-    def __init__(self, source: MediaStreamTrack, pipeline: Pipeline, executor: Executor) -> None:
+    def __init__(
+        self, source: MediaStreamTrack, pipeline: Pipeline, executor: Executor, observer: VideoObserver | None = None
+    ) -> None:
         self.source = source
+        self.observer = observer
         self.pipeline = pipeline
         self.executor = executor
         self.inbox: Mailbox[InFrame] = Mailbox()
@@ -143,7 +162,10 @@ class VideoProcessor:
                 now = time.monotonic()
                 self.stats.frames_in += 1
                 self.stats.fps_in.tick(now)
+                dropped_before = self.inbox.dropped
                 self.inbox.put(InFrame(frame, now))
+                if self.observer is not None:
+                    self.observer.frame_in(self.inbox.dropped > dropped_before)
         except MediaStreamError:
             pass
         finally:
@@ -160,11 +182,15 @@ class VideoProcessor:
                 raise
             except Exception:
                 self.stats.errors += 1
+                if self.observer is not None:
+                    self.observer.frame_failed()
                 log.exception("pipeline failed on a frame; skipping it")
                 continue
             self.stats.frames_processed += 1
             self.stats.last_timings_ms = timings
             self.stats.last_queue_age_ms = (started - item.arrived) * 1000.0
+            if self.observer is not None:
+                self.observer.frame_processed(timings)
             self.outbox.put(OutFrame(frame, item.arrived, started, time.monotonic(), timings))
 
     async def stop(self) -> None:
@@ -185,10 +211,19 @@ class TransformedVideoTrack(MediaStreamTrack):
         self.processor = processor
         self.last: OutFrame | None = None
         self._last_pts: int | None = None
+        self._handed_at: float | None = None
+        # Called with each OutFrame as it is handed to the sender (MJPEG feeds); must be cheap.
+        self.listeners: list[Callable[[OutFrame], None]] = []
 
     async def recv(self) -> VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
+        observer = self.processor.observer
+        if self._handed_at is not None and self.last is not None and observer is not None:
+            # aiortc's sender encodes and sends the previous frame, then calls recv() again.
+            now = time.monotonic()
+            observer.frame_sent((now - self._handed_at) * 1000.0, (now - self.last.arrived) * 1000.0)
+        self._handed_at = None
         out = await self.processor.outbox.get()
         frame = out.frame
         if self._last_pts is not None and frame.pts is not None and frame.pts <= self._last_pts:
@@ -200,4 +235,7 @@ class TransformedVideoTrack(MediaStreamTrack):
         stats.fps_out.tick(now)
         stats.last_shown_age_ms = (now - out.arrived) * 1000.0
         self.last = out
+        self._handed_at = now
+        for listener in self.listeners:
+            listener(out)
         return frame
