@@ -12,7 +12,10 @@ from dataclasses import dataclass
 
 import aiohttp
 import numpy as np
+from av import VideoFrame
 from PIL import Image
+
+from tests.rtc_client import BLOCK, PatternVideoTrack
 
 
 @dataclass
@@ -69,3 +72,18 @@ async def read_parts(response: aiohttp.ClientResponse, count: int | None = None,
             raise MjpegError("part is not a whole JPEG (SOI/EOI missing)")
         got += 1
         yield Part(body, time.monotonic())
+
+
+class NoisyPatternTrack(PatternVideoTrack):
+    """The id-stamped pattern plus noise below the id row: ~20 KB JPEGs instead of ~5 KB, so that a server that
+    queued parts for a slow viewer would outgrow the kernel's socket buffer (~3 MiB on loopback) within seconds."""
+
+    rng = np.random.default_rng(0)
+
+    async def recv(self) -> VideoFrame:
+        frame = await super().recv()
+        img = frame.to_ndarray(format="rgb24").astype(np.int16)
+        img[BLOCK:] += self.rng.integers(-60, 60, size=img[BLOCK:].shape, dtype=np.int16)
+        out = VideoFrame.from_ndarray(np.clip(img, 0, 255).astype(np.uint8), format="rgb24")
+        out.pts, out.time_base = frame.pts, frame.time_base
+        return out

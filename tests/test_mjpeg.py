@@ -14,10 +14,9 @@ import time
 import aiohttp
 import numpy as np
 import pytest
-from av import VideoFrame
 
-from tests.mjpeg_client import Part, read_parts
-from tests.rtc_client import BLOCK, QUADRANT_COLOURS, PatternVideoTrack, RtcClient, quadrant_means, read_frame_id
+from tests.mjpeg_client import NoisyPatternTrack, Part, read_parts
+from tests.rtc_client import QUADRANT_COLOURS, RtcClient, quadrant_means, read_frame_id
 
 TOKEN = "mjpeg-test-token"
 INVERTED = 255 - QUADRANT_COLOURS.astype(float)
@@ -195,21 +194,6 @@ async def measure(call: RtcClient, seconds: float) -> dict[str, float]:
         fps.append(stats["fps_out"])
         age.append(stats["shown_age_ms"])
     return {"fps_out": statistics.mean(fps), "shown_age_ms": statistics.median(age)}
-
-
-class NoisyPatternTrack(PatternVideoTrack):
-    """The id-stamped pattern plus noise below the id row: ~20 KB JPEGs instead of ~5 KB, so that a server that
-    queued parts for a slow viewer would outgrow the kernel's socket buffer (~3 MiB on loopback) within seconds."""
-
-    rng = np.random.default_rng(0)
-
-    async def recv(self) -> VideoFrame:
-        frame = await super().recv()
-        img = frame.to_ndarray(format="rgb24").astype(np.int16)
-        img[BLOCK:] += self.rng.integers(-60, 60, size=img[BLOCK:].shape, dtype=np.int16)
-        out = VideoFrame.from_ndarray(np.clip(img, 0, 255).astype(np.uint8), format="rgb24")
-        out.pts, out.time_base = frame.pts, frame.time_base
-        return out
 
 
 @pytest.mark.slow
