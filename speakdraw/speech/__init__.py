@@ -1,0 +1,48 @@
+"""Speech: call audio → 16 kHz mono → Silero VAD → utterances → Whisper → transcripts and commands.
+
+No aiohttp/aiortc/av here; `server/audio.py` feeds `Transcriber` from the call's track.
+"""
+
+from speakdraw.speech.audio import SAMPLE_RATE, Resampler, resample
+from speakdraw.speech.commands import Interpretation, interpret
+from speakdraw.speech.guard import rejection
+from speakdraw.speech.segmenter import SegmenterOptions, UtteranceSegmenter
+from speakdraw.speech.stt import (
+    FasterWhisperSTT,
+    OpenAIWhisperSTT,
+    SpeechToText,
+    STTUnavailable,
+    Transcript,
+    load_stt,
+)
+from speakdraw.speech.transcriber import (
+    SpeechWorker,
+    Transcriber,
+    TranscriberOptions,
+    TranscriptEvent,
+    default_worker,
+)
+from speakdraw.speech.vad import SileroVAD
+
+__all__ = [
+    "SAMPLE_RATE",
+    "FasterWhisperSTT",
+    "Interpretation",
+    "OpenAIWhisperSTT",
+    "Resampler",
+    "STTUnavailable",
+    "SegmenterOptions",
+    "SileroVAD",
+    "SpeechToText",
+    "SpeechWorker",
+    "Transcriber",
+    "TranscriberOptions",
+    "Transcript",
+    "TranscriptEvent",
+    "UtteranceSegmenter",
+    "default_worker",
+    "interpret",
+    "load_stt",
+    "rejection",
+    "resample",
+]

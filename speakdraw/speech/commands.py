@@ -1,0 +1,121 @@
+"""Spoken commands: a small fixed grammar recognised in final transcripts.
+
+A final that is *exactly* one of these phrases (case and punctuation ignored; an
+optional "please", "okay"/"ok" or "hey" in front and "please" at the end are allowed)
+is a command; anything else is a prompt. Whole-utterance matching means a prompt that
+merely contains a command word ("a stronger storm over the sea") stays a prompt.
+
+| say | does |
+|---|---|
+| "new seed" / "another seed" / "different seed" / "change the seed" / "next seed" | picks a new random `seed` |
+| "stronger" / "make it stronger" / "more strength" | `strength` + 0.1 (at most 1.0) |
+| "weaker" / "make it weaker" / "less strength" | `strength` - 0.1 (at least 0.0) |
+| "only me" / "just me" | `mode` = "human" (repaint only the person) |
+| "whole picture" / "the whole picture" / "whole frame" / "full picture" / "everything" | `mode` = "full" |
+| "stop listening" | `voice_prompt` = false: finals no longer change the prompt (commands still work) |
+| "start listening" | `voice_prompt` = true |
+
+Any other final becomes the prompt while `voice_prompt` is on, and is ignored while it
+is off.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from speakdraw.settings import Settings
+from speakdraw.speech.guard import normalize
+
+STRENGTH_STEP = 0.1
+PROMPT_MAX_CHARS = 1000  # Settings.prompt max_length
+_PREFIXES = ("please ", "okay ", "ok ", "hey ")
+_SUFFIXES = (" please",)
+
+
+@dataclass
+class Interpretation:
+    kind: Literal["command", "prompt", "ignored"]
+    changes: dict[str, Any] = field(default_factory=dict)  # a partial Settings
+    description: str = ""
+    command: str = ""  # the canonical phrase, for commands
+
+
+def _new_seed(s: Settings) -> tuple[dict[str, Any], str]:
+    seed = s.seed
+    while seed == s.seed:
+        seed = random.randrange(0, 2**31 - 1)
+    return {"seed": seed}, f"new seed {seed}"
+
+
+def _strength(delta: float) -> Callable[[Settings], tuple[dict[str, Any], str]]:
+    def apply(s: Settings) -> tuple[dict[str, Any], str]:
+        value = round(min(1.0, max(0.0, s.strength + delta)), 2)
+        if value == s.strength:
+            return {}, f"strength already at {'maximum' if delta > 0 else 'minimum'} ({s.strength:g})"
+        return {"strength": value}, f"strength {s.strength:g} → {value:g}"
+
+    return apply
+
+
+def _set(field_name: str, value: Any, description: str) -> Callable[[Settings], tuple[dict[str, Any], str]]:
+    def apply(s: Settings) -> tuple[dict[str, Any], str]:
+        if getattr(s, field_name) == value:
+            return {}, f"{description} (already)"
+        return {field_name: value}, description
+
+    return apply
+
+
+COMMANDS: dict[str, tuple[tuple[str, ...], Callable[[Settings], tuple[dict[str, Any], str]]]] = {
+    "new seed": (
+        ("new seed", "another seed", "different seed", "change the seed", "change seed", "next seed"),
+        _new_seed,
+    ),
+    "stronger": (("stronger", "make it stronger", "more strength", "a bit stronger"), _strength(STRENGTH_STEP)),
+    "weaker": (("weaker", "make it weaker", "less strength", "a bit weaker"), _strength(-STRENGTH_STEP)),
+    "only me": (("only me", "just me"), _set("mode", "human", "only the person is repainted")),
+    "whole picture": (
+        ("whole picture", "the whole picture", "whole frame", "the whole frame", "full picture", "everything"),
+        _set("mode", "full", "the whole picture is repainted"),
+    ),
+    "stop listening": (("stop listening",), _set("voice_prompt", False, "voice prompts off")),
+    "start listening": (("start listening",), _set("voice_prompt", True, "voice prompts on")),
+}
+_PHRASES = {phrase: name for name, (phrases, _) in COMMANDS.items() for phrase in phrases}
+
+
+def _core(text: str) -> str:
+    norm = normalize(text)
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _PREFIXES:
+            if norm.startswith(prefix):
+                norm, changed = norm[len(prefix) :], True
+        for suffix in _SUFFIXES:
+            if norm.endswith(suffix):
+                norm, changed = norm[: -len(suffix)], True
+    return norm
+
+
+def match_command(text: str) -> str | None:
+    """The canonical command a final says, or None."""
+    return _PHRASES.get(_core(text))
+
+
+def interpret(text: str, settings: Settings) -> Interpretation:
+    """What a final transcript does to `settings` (nothing is applied here)."""
+    text = text.strip()
+    if not normalize(text):
+        return Interpretation("ignored", description="empty")
+    name = match_command(text)
+    if name is not None:
+        changes, description = COMMANDS[name][1](settings)
+        return Interpretation("command", changes, description, name)
+    if not settings.voice_prompt:
+        return Interpretation("ignored", description="voice prompts are off")
+    prompt = text[:PROMPT_MAX_CHARS]
+    return Interpretation("prompt", {"prompt": prompt}, f"prompt: {prompt}")

