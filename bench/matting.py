@@ -3,7 +3,9 @@
 Prints a table and writes bench/results/matting.json. The baseline, measured in the
 same run, is RVM with the README's advised `downsample_ratio` for each size (512² → 1,
 720p portrait → 0.375); the other rows are the internal sizes SpeakDraw can pick
-(192 px long side is the CPU default, 512 the GPU default). Configurations run in
+(192 px long side is the CPU default, 512 the GPU default), each both with RVM's
+full-resolution refiner ("refine") and with the frame shrunk first and the matte
+upscaled ("shrink", the CPU default). Configurations run in
 interleaved rounds so that load from other processes on a shared machine hits them
 alike. Each frame goes through the real `RVMSession.alpha` (uint8 in → float matte
 out, recurrent state carried) on a slowly panning real photo; the compositing cost
@@ -34,6 +36,16 @@ SIZES = {"512x512": (512, 512), "1280x720": (720, 1280)}
 README_RATIO = {"512x512": 1.0, "1280x720": 0.375}  # RVM README table, portrait column
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def frames_for(height: int, width: int, count: int) -> list[np.ndarray]:
     from skimage import data
 
@@ -60,27 +72,35 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=20, help="timed frames per configuration per round")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, nargs="+", default=[os.cpu_count() or 1])
+    parser.add_argument("--threads", type=int, nargs="+", default=[len(os.sched_getaffinity(0))])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
-    parser.add_argument("--sides", type=int, nargs="+", default=[160, 192, 256, 384, 512])
+    parser.add_argument("--sides", type=int, nargs="+", default=[160, 192, 256, 384])
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "matting.json")
     args = parser.parse_args()
 
     weights = fetch("rvm-mobilenetv3")
     load_before = os.getloadavg()
-    configs = []  # (size name, label, model)
+    configs = []  # (size name, label, model, is the baseline, threads)
+    models: dict[tuple[int, int, bool], RVMMatting] = {}
+
+    def model(threads: int, side: int, refine: bool) -> RVMMatting:
+        if (threads, side, refine) not in models:
+            options = MattingOptions(args.device, threads, side, refine=refine)
+            models[(threads, side, refine)] = RVMMatting(weights, options)
+        return models[(threads, side, refine)]
+
     for threads in args.threads:
-        models: dict[int, RVMMatting] = {}
         for name, (h, w) in SIZES.items():
-            sides = [round(README_RATIO[name] * max(h, w))] + args.sides
-            for side in dict.fromkeys(sides):
-                if side > max(h, w):
+            readme_side = round(README_RATIO[name] * max(h, w))
+            label = f"t={threads} side={readme_side} ratio={README_RATIO[name]:.3f} refine (README)"
+            configs.append((name, label, model(threads, readme_side, True), True, threads))
+            for side in args.sides:
+                if side >= max(h, w):
                     continue
-                if side not in models:
-                    models[side] = RVMMatting(weights, MattingOptions(args.device, threads, side))
-                base = side == round(README_RATIO[name] * max(h, w))
-                label = f"threads={threads} side={side} ratio={downsample_ratio(h, w, side):.3f}"
-                configs.append((name, label + (" (README baseline)" if base else ""), models[side], base, threads))
+                for refine in (True, False):
+                    ratio = downsample_ratio(h, w, side)
+                    label = f"t={threads} side={side} ratio={ratio:.3f} " + ("refine" if refine else "shrink")
+                    configs.append((name, label, model(threads, side, refine), False, threads))
 
     samples: dict[tuple[str, str], list[float]] = {(c[0], c[1]): [] for c in configs}
     frames = {name: frames_for(h, w, args.frames + 3) for name, (h, w) in SIZES.items()}
@@ -121,13 +141,15 @@ def main() -> int:
             }
         )
 
-    print(f"RVM MobileNetV3 (onnxruntime, {rows[0]['provider']}), {os.cpu_count()} cores, budget {BUDGET_MS:.1f} ms")
-    header = f"{'size':<9} {'config':<52} {'p50 ms':>7} {'p90 ms':>7} {'fps':>6} {'budget':>7} {'vs README':>9}"
+    cores = len(os.sched_getaffinity(0))
+    print(f"CPU: {_cpu_name()}")
+    print(f"RVM MobileNetV3 (onnxruntime, {rows[0]['provider']}), {cores} usable cores, budget {BUDGET_MS:.1f} ms")
+    header = f"{'size':<9} {'config':<44} {'p50 ms':>7} {'p90 ms':>7} {'fps':>6} {'budget':>7} {'vs README':>9}"
     print(header)
     print("-" * len(header))
     for r in rows:
         print(
-            f"{r['size']:<9} {r['config']:<52} {r['p50_ms']:7.1f} {r['p90_ms']:7.1f} {r['fps_p50']:6.1f} "
+            f"{r['size']:<9} {r['config']:<44} {r['p50_ms']:7.1f} {r['p90_ms']:7.1f} {r['fps_p50']:6.1f} "
             f"{r['budget_share_p50']:6.0%} {r['speedup_vs_readme_p50']:8.2f}x"
         )
     print("feather(2)+composite p50 ms: " + ", ".join(f"{k} {v:.1f}" for k, v in composite_ms.items()))
@@ -137,7 +159,8 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {
         "budget_ms": BUDGET_MS,
-        "cpu_count": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "cpu": _cpu_name(),
         "device": args.device,
         "frames_per_config": args.frames * args.rounds,
         "loadavg_before": load_before,

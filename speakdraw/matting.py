@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,14 @@ def downsample_ratio(height: int, width: int, internal_side: int = 512) -> float
     return float(min(1.0, internal_side / max(height, width)))
 
 
+def _usable_cores() -> int:
+    """Cores this process may run on (respects taskset / container CPU sets)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _providers(device: str) -> list[str]:
     available = ort.get_available_providers()
     if device in ("cuda", "auto") and "CUDAExecutionProvider" in available:
@@ -57,6 +66,10 @@ class MattingOptions:
     threads: int | None = None  # ORT intra-op threads; None → all cores
     internal_side: int | None = None  # long side RVM's encoder sees; None → 512 on CUDA, 192 on CPU
     cut_threshold: float = 40.0  # mean |Δluma| (0–255) of the thumbnail above which the state resets
+    # True: RVM's own path, the deep guided filter refines the matte at full resolution.
+    # False: shrink the frame to the internal size first, upscale the matte (bilinear);
+    # skips the full-resolution refiner and its resizes. None → True on CUDA, False on CPU.
+    refine: bool | None = None
 
 
 class RVMMatting:
@@ -70,7 +83,7 @@ class RVMMatting:
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.intra_op_num_threads = self.options.threads or os.cpu_count() or 1
+        so.intra_op_num_threads = self.options.threads or _usable_cores()
         so.inter_op_num_threads = 1
         # No busy-waiting between ops: the diffusion engine shares these cores.
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -82,6 +95,7 @@ class RVMMatting:
         else:
             self.internal_side = self.options.internal_side
         downsample_ratio(512, 512, self.internal_side)  # validate once, early
+        self.refine = self.device == "cuda" if self.options.refine is None else self.options.refine
 
     def new_session(self) -> RVMSession:
         return RVMSession(self)
@@ -95,7 +109,12 @@ class RVMMatting:
         return pha, rec
 
     def features(self) -> dict[str, str | int]:
-        return {"matting": self.name, "provider": self.provider, "internal_side": self.internal_side}
+        return {
+            "matting": self.name,
+            "provider": self.provider,
+            "internal_side": self.internal_side,
+            "refine": self.refine,
+        }
 
 
 def _initial_state() -> list[np.ndarray]:
@@ -149,11 +168,20 @@ class RVMSession:
             raise ValueError(f"expected HxWx3 uint8, got {rgb.shape} {rgb.dtype}")
         self._detect_cut(rgb)
         h, w = rgb.shape[:2]
+        ratio = downsample_ratio(h, w, self.model.internal_side)
+        small = ratio < 1.0 and not self.model.refine
+        if small:
+            size = (max(16, round(w * ratio)), max(16, round(h * ratio)))
+            rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
+            ratio = 1.0
         src = np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)
         src *= np.float32(1.0 / 255.0)
-        pha, self.state = self.model.run(src, self.state, downsample_ratio(h, w, self.model.internal_side))
+        pha, self.state = self.model.run(src, self.state, ratio)
         self.frames += 1
-        return np.clip(pha[0, 0], 0.0, 1.0)
+        alpha = pha[0, 0]
+        if small:
+            alpha = np.asarray(Image.fromarray(alpha, mode="F").resize((w, h), Image.BILINEAR))
+        return np.clip(alpha, 0.0, 1.0)
 
 
 def load_matting(device: str = "cpu", options: MattingOptions | None = None, progress: bool = True) -> RVMMatting:
@@ -163,5 +191,5 @@ def load_matting(device: str = "cpu", options: MattingOptions | None = None, pro
     path = fetch(WEIGHTS_NAME, progress=progress)
     opts = options or MattingOptions(device=device)
     model = RVMMatting(path, opts)
-    log.info("matting: RVM MobileNetV3 on %s (internal side %d px) from %s", model.provider, model.internal_side, path)
+    log.info("matting: RVM MobileNetV3 on %s, %s, from %s", model.provider, model.features(), path)
     return model

@@ -51,9 +51,13 @@ def _settle(model: RVMMatting, rgb: np.ndarray, frames: int = 3) -> np.ndarray:
     return alpha
 
 
-@pytest.mark.parametrize("internal_side", [None, 256], ids=["cpu-default", "readme-256"])
-def test_matte_is_high_on_the_person_low_on_the_background(astronaut, internal_side):
-    model = load_matting("cpu", MattingOptions(internal_side=internal_side), progress=False)
+@pytest.mark.parametrize(
+    "options",
+    [MattingOptions(), MattingOptions(internal_side=256, refine=True), MattingOptions(internal_side=512)],
+    ids=["cpu-default", "readme-range-refined", "full-size"],
+)
+def test_matte_is_high_on_the_person_low_on_the_background(astronaut, options):
+    model = load_matting("cpu", options, progress=False)
     alpha = _settle(model, astronaut)
     assert alpha.shape == astronaut.shape[:2] and alpha.dtype == np.float32
     assert 0.0 <= alpha.min() and alpha.max() <= 1.0
