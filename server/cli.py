@@ -5,15 +5,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import ssl
 import sys
+import threading
+import time
 from pathlib import Path
 
 from server.auth import new_token
 from server.config import ServerConfig, is_loopback
 
 log = logging.getLogger("speakdraw")
+# After the app has shut down, worker threads still inside a model step (or a model load) get this long.
+SHUTDOWN_GRACE_S = 2.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,10 +97,12 @@ async def serve(config: ServerConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await app["load_task"]
-    state = app[STATE]
-    print(banner(config, state.engine_name(), state.warnings), flush=True)
-    await stop.wait()
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([app["load_task"], stopping], return_when=asyncio.FIRST_COMPLETED)
+    if not stop.is_set():
+        state = app[STATE]
+        print(banner(config, state.engine_name(), state.warnings), flush=True)
+    await stopping
     log.info("shutting down")
     await runner.cleanup()
 
@@ -109,7 +116,24 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(serve(config_from_args(args)))
+    _exit_if_workers_hang()
     return 0
+
+
+def _exit_if_workers_hang() -> None:
+    """Python joins worker threads at exit; one inside a long CPU diffusion step or a weight download would hold
+    the process for its duration. Give them a short grace, then exit anyway: peers and sockets are closed."""
+    deadline = time.monotonic() + SHUTDOWN_GRACE_S
+    others = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]
+    for thread in others:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    busy = [t.name for t in others if t.is_alive()]
+    if busy:
+        log.warning("exiting without waiting for busy worker threads: %s", ", ".join(busy))
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":

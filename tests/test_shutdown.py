@@ -72,3 +72,22 @@ async def _drain(resp) -> list:
     except (aiohttp.ClientPayloadError, EOFError, ConnectionError):
         pass  # the connection was closed under the reader: also an end
     return parts
+
+
+async def test_sigterm_with_a_long_model_step_in_flight(start_server):
+    """A CPU diffusion step can take seconds; shutdown does not wait for it past a short grace."""
+    server = start_server("--simulate-model-ms", "8000")
+    client = RtcClient(server.base)
+    await client.connect()
+    try:
+        await asyncio.sleep(1.0)  # the first frame is in the worker now, for 8 s
+        start = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        while server.proc.poll() is None and time.monotonic() - start < EXIT_WITHIN_S:
+            await asyncio.sleep(0.05)
+        took = time.monotonic() - start
+        assert server.proc.poll() == 0, f"not exited with 0 {EXIT_WITHIN_S} s after SIGTERM"
+    finally:
+        await client.close(hang_up=False)
+    assert "exiting without waiting for busy worker threads: speakdraw-video" in server.log_text()
+    print(f"exited 0 in {took:.2f} s with a model step in flight")
