@@ -157,7 +157,10 @@ class Session:
             "fps_in": round(s.fps_in.rate(), 2),
             "fps_out": round(s.fps_out.rate(), 2),
             "dropped": p.dropped,
-            "latency_ms": {k: round(v, 2) for k, v in s.last_timings_ms.items()},
+            "latency_ms": {
+                **{k: round(v, 2) for k, v in s.last_timings_ms.items()},
+                "encode": round(s.last_encode_ms, 2),
+            },
             "queue_age_ms": round(s.last_queue_age_ms, 2),
             "shown_age_ms": round(s.last_shown_age_ms, 2),
             "frames_in": s.frames_in,

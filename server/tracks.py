@@ -100,6 +100,7 @@ class VideoStats:
     last_timings_ms: dict[str, float] = field(default_factory=lambda: {"matte": 0.0, "diffuse": 0.0, "total": 0.0})
     last_queue_age_ms: float = 0.0
     last_shown_age_ms: float = 0.0
+    last_encode_ms: float = 0.0  # the WebRTC sender's encode+send time of the previous frame
 
 
 class VideoObserver(Protocol):
@@ -218,11 +219,13 @@ class TransformedVideoTrack(MediaStreamTrack):
     async def recv(self) -> VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        observer = self.processor.observer
-        if self._handed_at is not None and self.last is not None and observer is not None:
+        if self._handed_at is not None and self.last is not None:
             # aiortc's sender encodes and sends the previous frame, then calls recv() again.
             now = time.monotonic()
-            observer.frame_sent((now - self._handed_at) * 1000.0, (now - self.last.arrived) * 1000.0)
+            encode_ms = (now - self._handed_at) * 1000.0
+            self.processor.stats.last_encode_ms = encode_ms
+            if self.processor.observer is not None:
+                self.processor.observer.frame_sent(encode_ms, (now - self.last.arrived) * 1000.0)
         self._handed_at = None
         out = await self.processor.outbox.get()
         frame = out.frame
