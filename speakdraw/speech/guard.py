@@ -6,6 +6,7 @@ VAD keeps most non-speech away from it; this guard catches what gets through, us
 Whisper's own confidence signals and the VAD's measure of how much speech there was:
 
 - empty text, or only a non-speech tag ([Music], (applause), ♪) → refused
+- NaN scores (a broken model) → refused
 - no-speech probability high while the decoder is unsure → refused. Whisper's own
   rule is no_speech_prob > 0.6 and avg_logprob < -1 (faster-whisper already drops
   those segments); VAD-cut utterances are short, so this is tightened to > 0.4 and
@@ -13,7 +14,8 @@ Whisper's own confidence signals and the VAD's measure of how much speech there 
   0.43 / -0.55 together, time-reversed espeak speech (speech-like, no words, the
   classic trigger of "Thank you very much.") at least 0.45 / -0.85
 - no_speech_prob > 0.9 alone → refused
-- compression ratio > 2.4, or one word said 4+ times in a row (a loop) → refused
+- compression ratio > 2.4, or a loop (one word 4+ times in a row, or a 2-3 word
+  phrase 3+ times) → refused
 - more than 6 words per second of VAD-measured speech → refused (text from nowhere)
 - only known video-closing captions ("thank you very much", "thanks for watching",
   "please subscribe"..., alone or chained) → refused unless the VAD heard over a
@@ -23,6 +25,7 @@ Whisper's own confidence signals and the VAD's measure of how much speech there 
 
 from __future__ import annotations
 
+import math
 import re
 
 from speakdraw.speech.stt import Transcript
@@ -68,7 +71,7 @@ KNOWN_HALLUCINATIONS = frozenset(
 _CHAINED = re.compile(
     r"^(?:(?:" + "|".join(sorted(map(re.escape, KNOWN_HALLUCINATIONS), key=len, reverse=True)) + r")(?: and)? ?)+$"
 )
-_LOOP = re.compile(r"\b(\w+)(?: \1\b){3,}")
+_LOOP = re.compile(r"\b(\w+)(?: \1\b){3,}|\b(\w+(?: \w+){1,2})(?: \2\b){2,}")  # a word 4x, 2-3 words 3x
 _TAG = re.compile(r"^\s*(\[[^\]]*\]|\([^)]*\)|\*[^*]*\*|[♪♫#\s.…-]+)+\s*$")
 MAX_WORDS_PER_S = 6.0
 
@@ -87,6 +90,8 @@ def rejection(transcript: Transcript, speech_s: float | None = None) -> str | No
         return "empty"
     if _TAG.match(text):
         return "non_speech_tag"
+    if not all(math.isfinite(v) for v in (transcript.no_speech_prob, transcript.avg_logprob)):
+        return "invalid_scores"
     if transcript.no_speech_prob > 0.9 or (transcript.no_speech_prob > 0.4 and transcript.avg_logprob < -0.8):
         return "no_speech"
     if transcript.compression_ratio > 2.4 or _LOOP.search(norm):
