@@ -109,3 +109,19 @@ def test_missing_acceleration_packages_name_what_to_install(acceleration, packag
 def test_unknown_acceleration_is_refused():
     with pytest.raises(ValueError, match="acceleration"):
         load_diffusion_engine(EngineOptions(engine="tiny", device="cpu", acceleration="warp-drive"))
+
+
+@pytest.mark.slow
+def test_compile_warms_up_at_load_and_keeps_the_output():
+    """torch.compile (inductor, ~1 min on 2 CPU cores): compiled at load, not on the call's first frame."""
+    options = EngineOptions(engine="tiny", device="cpu", acceleration="compile")
+    options.extra["warmup_size"] = (64, 64)
+    compiled = load_diffusion_engine(options)
+    eager = load_diffusion_engine(EngineOptions(engine="tiny", device="cpu"))
+    frame = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    s = Settings(width=64, height=64)
+    start = time.perf_counter()
+    out = compiled.new_session(s).process(frame)
+    assert time.perf_counter() - start < 2.0  # no compilation on the first frame
+    assert compiled.acceleration == "compile" and compiled.unet is not compiled.components.unet
+    assert np.abs(out.astype(int) - eager.new_session(s).process(frame)).max() <= 2
