@@ -6,6 +6,7 @@ Exit codes: 0 done, 1 weights unavailable (message lists what was tried), 2 usag
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from speakdraw import weights
@@ -72,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as exc:
         print(exc.args[0], file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `speakdraw models list | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
