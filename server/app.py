@@ -17,6 +17,7 @@ from server.auth import token_middleware
 from server.config import WEB_DIR, ServerConfig
 from server.errors import json_error, json_errors_middleware
 from server.session import Session
+from server.transcribe import transcribe_handler
 from speakdraw.engines import Engine, EngineOptions, PassthroughEngine, load_engine
 from speakdraw.pipeline import Pipeline
 from speakdraw.settings import Settings, settings_schema
@@ -71,6 +72,16 @@ class AppState:
             except Exception as exc:
                 self.warnings.append(f"matting unavailable, 'human' mode repaints the whole frame: {exc}")
                 log.warning("matting unavailable: %s", exc)
+        if config.stt != "off":  # speech: Whisper + Silero VAD, one shared speech thread (server/audio.py)
+            try:
+                from server.audio import load_speech, speech_listener_factory
+
+                stt, vad = load_speech(config.stt, config.stt_model, config.device)
+                self.stt = stt
+                self.audio_listener_factory = speech_listener_factory(stt, vad)
+            except Exception as exc:
+                self.warnings.append(f"speech-to-text unavailable, the call audio is not transcribed: {exc}")
+                log.warning("speech-to-text unavailable: %s", exc)
         self.engine = engine
         self.engine_ready = True
 
@@ -203,6 +214,7 @@ def create_app(config: ServerConfig, *, load_models: bool = True) -> web.Applica
     app.router.add_delete("/api/sessions/{id}", hang_up)
     app.router.add_get("/api/settings", get_settings)
     app.router.add_get("/api/ice", get_ice)
+    app.router.add_post("/api/transcribe", transcribe_handler)
     app.router.add_get("/healthz", healthz)
     if load_models:
         app.on_startup.append(_load_models)

@@ -123,3 +123,54 @@ def wer(references: list[str], hypotheses: list[str]) -> float:
     refs = [words(r) for r in references]
     hyps = [words(h) for h in hypotheses]
     return float(jiwer.wer(refs, hyps))
+
+
+class PcmAudioTrack:
+    """An aiortc audio track (a fake microphone) that plays `audio` in real time, then silence.
+
+    48 kHz s16 mono, 20 ms frames, paced by the wall clock like a real mic; `done` is set
+    once the last sample of `audio` has been sent.
+    """
+
+    def __new__(cls, *args, **kwargs):
+        from aiortc import MediaStreamTrack
+
+        class _Track(MediaStreamTrack):
+            kind = "audio"
+
+            def __init__(self, audio: np.ndarray, rate: int = 48000, frame_ms: int = 20) -> None:
+                import asyncio
+
+                super().__init__()
+                self.pcm = to_int16(audio)
+                self.rate = rate
+                self.samples = rate * frame_ms // 1000
+                self.sent = 0
+                self.done = asyncio.Event()
+                self._start: float | None = None
+
+            async def recv(self):
+                import asyncio
+                import fractions
+                import time
+
+                from av import AudioFrame
+
+                if self._start is None:
+                    self._start = time.monotonic()
+                delay = self._start + self.sent / self.rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                chunk = self.pcm[self.sent : self.sent + self.samples]
+                if len(chunk) < self.samples:
+                    chunk = np.concatenate([chunk, np.zeros(self.samples - len(chunk), np.int16)])
+                frame = AudioFrame.from_ndarray(chunk[None, :], format="s16", layout="mono")
+                frame.sample_rate = self.rate
+                frame.pts = self.sent
+                frame.time_base = fractions.Fraction(1, self.rate)
+                self.sent += self.samples
+                if self.sent >= len(self.pcm):
+                    self.done.set()
+                return frame
+
+        return _Track(*args, **kwargs)
