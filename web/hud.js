@@ -28,7 +28,8 @@ const POLL_MS = 1000;
 const STORAGE_KEY = "speakdraw.hud";
 
 const hud = {
-  visible: localStorage.getItem(STORAGE_KEY) !== "off",
+  // Shown by default on wide screens; on a phone it would cover much of the picture, so off until asked for.
+  visible: (localStorage.getItem(STORAGE_KEY) || (matchMedia("(max-width: 700px)").matches ? "off" : "on")) === "on",
   call: null,
   channel: null, // the call's control channel we listen to
   server: null, // last stats message
