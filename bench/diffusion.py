@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict:
     results["prompt_change_first_frame_ms"] = statistics.median(prompt_ttff) * 1000.0
 
     if not args.no_reload:
-        results["reload_first_frame_ms"] = measure_reload(engine, components, args, device, dtype, settings, frames[0])
+        results["reload_first_frame_ms"] = measure_reload(kind_name, args, device, dtype, settings, frames[0])
         results["reload_vs_prompt_change"] = results["reload_first_frame_ms"] / results["prompt_change_first_frame_ms"]
     results["fps_ratio_ours_vs_diffusers"] = results["ours"]["fps"] / results["diffusers_img2img"]["fps"]
 
@@ -249,10 +249,12 @@ def main(argv: list[str] | None = None) -> dict:
     return report
 
 
-def measure_reload(engine, components, args, device, dtype, settings, rgb) -> float:
+def measure_reload(kind_name, args, device, dtype, settings, rgb) -> float:
     """Save the modules as a diffusers folder once, then time what a reload costs: load + first frame."""
     folder = Path(tempfile.mkdtemp(prefix="speakdraw-bench-"))
     try:
+        # A second build (same seed, same weights): the engine's copies are NHWC, which safetensors refuses.
+        components = build_components(kind_name, device=device).to(device, dtype)
         pipe = StableDiffusionImg2ImgPipeline(
             vae=components.vae,
             text_encoder=components.text_encoder,
@@ -265,6 +267,7 @@ def measure_reload(engine, components, args, device, dtype, settings, rgb) -> fl
         )
         pipe.save_pretrained(folder / "model")
         components.vae.save_pretrained(folder / "taesd")
+        del pipe, components
         sync(device)
         start = time.perf_counter()
         loaded = load_pretrained(str(folder / "model"), use_taesd=True, taesd=str(folder / "taesd"), dtype=dtype)
