@@ -65,7 +65,8 @@ def test_page_shows_spoken_final_and_makes_it_the_prompt(start_server, mic_wav, 
             # the active prompt follows the newest final (the settings reply comes right after it)
             page.wait_for_function(
                 "() => { const f = [...document.querySelectorAll('#transcript p.final')].pop();"
-                " return f && document.getElementById('active-prompt').textContent.trim() === f.textContent.trim(); }",
+                " return f && document.getElementById('active-prompt').textContent.trim() === f.textContent.trim()"
+                " && window.speakdraw.state.current.prompt === f.textContent.trim(); }",  # confirmed by the server
                 timeout=5_000,
             )
             page.screenshot(path=str(artifacts_dir / "browser-speech.png"), full_page=True)
