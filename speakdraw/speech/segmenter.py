@@ -74,6 +74,11 @@ class UtteranceSegmenter:
         return np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
 
     @property
+    def silence_ms(self) -> float:
+        """How long the current utterance has been silent (0 while the person talks)."""
+        return self._silence_run * WINDOW_MS
+
+    @property
     def current_samples(self) -> int:
         return len(self._audio) * WINDOW
 

@@ -8,7 +8,10 @@ through Silero VAD and the utterance segmenter, runs Whisper, and reports
 `TranscriptEvent`s through `on_event` (called on the worker thread):
 
 - partials (`final=False`) each `partial_interval_s` of new utterance audio, greedy
-  decoding; skipped while the worker is behind (finals first);
+  decoding, only while the person is talking: none once silence starts (so no partial
+  is in flight when the end-of-speech rule fires and the final is due), none while the
+  worker is behind, and never more often than twice the last partial's cost (the
+  speech thread stays at most ~50% busy with partials, finals first);
 - one final per utterance, after the end-of-speech silence rule, beam search.
   Finals pass the hallucination guard; if partials of an utterance were shown and
   its final is refused, an empty final retracts them (it never becomes a prompt).
@@ -156,6 +159,7 @@ class Transcriber:
         self._idle = threading.Event()
         self._idle.set()
         self._partial_at = 0  # utterance samples at the last partial
+        self._partial_cost_s = 0.0
         self._partials_shown = False
         self._last_voiced_at = 0.0
         self._newest_fed = 0.0
@@ -270,13 +274,15 @@ class Transcriber:
     def _maybe_partial(self) -> None:
         o = self.options
         samples = self._segmenter.current_samples
-        if not o.partials or samples - self._partial_at < o.partial_interval_s * SAMPLE_RATE:
+        interval_s = max(o.partial_interval_s, 2.0 * self._partial_cost_s)
+        if not o.partials or samples - self._partial_at < interval_s * SAMPLE_RATE:
             return
-        if self._segmenter.speech_s < o.min_partial_speech_s:
+        if self._segmenter.speech_s < o.min_partial_speech_s or self._segmenter.silence_ms > 0:
             return
         self._partial_at = samples
         transcript = self.stt.transcribe(self._segmenter.current_audio(), fast=True)
         self.stats["stt_s"] += transcript.elapsed_s
+        self._partial_cost_s = transcript.elapsed_s
         if self._closed or rejection(transcript, self._segmenter.speech_s) is not None:
             return
         self._partials_shown = True
