@@ -105,8 +105,12 @@ function onMessage(msg) {
       break;
     }
     case "transcript":
+      // The active prompt follows the server's `settings` reply, not the final itself:
+      // a final may be a spoken command ("stronger") or be ignored (voice prompts off).
       showTranscript(msg);
-      if (msg.final && state.current.voice_prompt && msg.text && msg.text.trim()) setActivePrompt(msg.text.trim());
+      break;
+    case "command":
+      setStatus(`voice command: ${msg.description || msg.command}`);
       break;
     case "error":
       if (msg.code === "invalid_settings") {
