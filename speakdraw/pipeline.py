@@ -61,6 +61,8 @@ class Pipeline:
         self._engine_session = self.engine.new_session(self.settings)
         self._matting_session = matting.new_session() if matting is not None else None
         self._pending: Settings | None = None
+        self._pending_image: tuple[Any] | None = None  # (encoded image prompt or None,) waiting for the next frame
+        self.image_prompt: Any | None = None  # the encoded image prompt the frames use (after the next frame)
         self._lock = threading.Lock()
         self.last_timings_ms: dict[str, float] = {"matte": 0.0, "diffuse": 0.0, "total": 0.0}
         self.frames_processed = 0
@@ -73,6 +75,26 @@ class Pipeline:
             self._pending = new
             return new
 
+    def set_image_prompt(self, rgb: np.ndarray | None) -> bool:
+        """Encode `rgb` as the image prompt now (in the calling thread), use it from the next frame.
+
+        None clears it. Raises ImagePromptUnavailable (with the reason) when the engine has
+        none (`Engine.encode_image_prompt`), ValueError for a bad array; nothing changes then.
+        Returns whether one is set. The server calls it on the video worker, so encoding
+        takes its turn between frames on the device.
+        """
+        encoded = None if rgb is None else self.engine.encode_image_prompt(rgb)
+        with self._lock:
+            self._pending_image = (encoded,)
+        return encoded is not None
+
+    @property
+    def has_image_prompt(self) -> bool:
+        """Whether an image prompt is set (or is about to be, at the next frame)."""
+        with self._lock:
+            pending = self._pending_image
+        return (pending[0] if pending is not None else self.image_prompt) is not None
+
     @property
     def current(self) -> Settings:
         with self._lock:
@@ -81,8 +103,14 @@ class Pipeline:
     def _apply_pending(self) -> None:
         with self._lock:
             new, self._pending = self._pending, None
-        if new is None:
-            return
+            image, self._pending_image = self._pending_image, None
+        if new is not None:
+            self._apply_settings(new)
+        if image is not None:
+            self._engine_session.set_image_prompt(image[0])
+            self.image_prompt = image[0]
+
+    def _apply_settings(self, new: Settings) -> None:
         changed = new.changed_fields(self.settings)
         self.settings = new
         if changed:

@@ -122,6 +122,15 @@ TINY_TAESD: dict[str, Any] = {
     "num_encoder_blocks": [1, 1, 1, 1],
 }
 
+# SD 1.5-shaped tiny model (`--engine tiny --model tiny-sd15`): SD 1.x UNets project into their
+# transformers with 1x1 convs and take an int head count; their text encoder is CLIP ViT-L (quick_gelu).
+# Used where the SD 1.5 family matters: IP-Adapter image prompts (speakdraw.diffusion.ip_adapter).
+TINY_SD15_UNET: dict[str, Any] = {**TINY_UNET, "attention_head_dim": 4, "use_linear_projection": False}
+TINY_SD15_TEXT: dict[str, Any] = {**TINY_TEXT, "hidden_act": "quick_gelu"}
+# runwayml/stable-diffusion-v1-5 scheduler/scheduler_config.json (PNDM; StreamDiffusion only reads the betas)
+SD15_SCHEDULER: dict[str, Any] = {**SD_TURBO_SCHEDULER, "timestep_spacing": "leading"}
+TINY_KINDS = ("tiny", "tiny-sd15")
+
 # Four blocks, so it downsamples 8x like SD's VAE.
 TINY_VAE_KL: dict[str, Any] = {
     "block_out_channels": [32, 32, 32, 32],
@@ -201,19 +210,20 @@ def _text_encoder(config: dict[str, Any]) -> CLIPTextModel:
 def build_components(
     kind: str = "tiny", *, use_taesd: bool = True, seed: int = 0, device: str | torch.device = "cpu"
 ) -> Components:
-    """Random-weight modules from config: `kind` is 'tiny' or 'full-size'.
+    """Random-weight modules from config: `kind` is 'tiny', 'tiny-sd15' or 'full-size'.
 
     Seeded inside a forked RNG, so the global torch RNG is left as it was. `device`
     is where the weights are initialised (a GPU builds the full-size model in a
     second, a CPU takes ~20 s); the same seed gives the same weights on one device.
     """
-    if kind not in ("tiny", "full-size"):
-        raise ValueError(f"unknown architecture {kind!r}; use 'tiny' or 'full-size'")
-    tiny = kind == "tiny"
+    if kind not in (*TINY_KINDS, "full-size"):
+        raise ValueError(f"unknown architecture {kind!r}; use 'tiny', 'tiny-sd15' or 'full-size'")
+    tiny = kind in TINY_KINDS
+    sd15 = kind == "tiny-sd15"
     device = torch.device(device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), device:
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(**(TINY_UNET if tiny else SD21_UNET))
+        unet = UNet2DConditionModel(**(TINY_SD15_UNET if sd15 else TINY_UNET if tiny else SD21_UNET))
         if use_taesd:
             vae: AutoencoderTiny | AutoencoderKL = AutoencoderTiny(**(TINY_TAESD if tiny else TAESD))
             if tiny:
@@ -222,6 +232,6 @@ def build_components(
             vae = AutoencoderKL(**TINY_VAE_KL)
         else:
             raise ValueError("the full-size bench model is built with TAESD only (the KL VAE config is not wired)")
-        text_encoder = _text_encoder(TINY_TEXT if tiny else OPENCLIP_H_TEXT)
-    scheduler = EulerDiscreteScheduler.from_config(SD_TURBO_SCHEDULER)
+        text_encoder = _text_encoder(TINY_SD15_TEXT if sd15 else TINY_TEXT if tiny else OPENCLIP_H_TEXT)
+    scheduler = EulerDiscreteScheduler.from_config(SD15_SCHEDULER if sd15 else SD_TURBO_SCHEDULER)
     return Components(unet, vae, text_encoder, char_clip_tokenizer(), scheduler)

@@ -22,9 +22,10 @@ from diffusers import LCMScheduler, StableDiffusionPipeline
 from streamdiffusion import StreamDiffusion
 
 from speakdraw.diffusion.architectures import Components
+from speakdraw.diffusion.ip_adapter import ImagePrompt, IPAdapter, ScaledUNet
 from speakdraw.diffusion.similarity import FrameSimilarity
 from speakdraw.diffusion.stream_state import layout_embeds, set_guidance, set_noise, set_schedule, t_index_list
-from speakdraw.engines.base import Engine, EngineSession
+from speakdraw.engines.base import Engine, EngineSession, ImagePromptUnavailable
 from speakdraw.settings import Settings
 
 EMBED_CACHE_SIZE = 64
@@ -74,6 +75,9 @@ class DiffusionEngine(Engine):
         self.acceleration = "none"
         self.fixed_size: tuple[int, int] | None = None  # TensorRT engines are built for one size
         self.text_encodes = 0  # text-encoder runs (tests: a prompt change encodes once, nothing else does)
+        self.family = "sd2"  # set by the loader (ip_adapter.detect_family)
+        self.ip_adapter: IPAdapter | None = None  # set by ip_adapter attachment at load
+        self.ip_reason: str | None = "no IP-Adapter is loaded"  # why image prompts are off (None when on)
         self._embeds: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -82,7 +86,16 @@ class DiffusionEngine(Engine):
         return int(self.pipe.vae_scale_factor)
 
     def features(self) -> dict[str, bool]:
-        return {"diffusion": True, "image_prompt": False}
+        return {"diffusion": True, "image_prompt": self.ip_adapter is not None}
+
+    def image_prompt_status(self) -> str | None:
+        return None if self.ip_adapter is not None else self.ip_reason
+
+    def encode_image_prompt(self, rgb: np.ndarray) -> ImagePrompt:
+        """One CLIP vision encoding + projection; the tokens are then joined to a session's text tokens."""
+        if self.ip_adapter is None:
+            raise ImagePromptUnavailable(self.ip_reason or "no IP-Adapter is loaded")
+        return self.ip_adapter.encode(rgb)
 
     def new_session(self, settings: Settings) -> DiffusionSession:
         return DiffusionSession(self, settings)
@@ -145,6 +158,34 @@ class DiffusionSession(EngineSession):
         self._fade: tuple[torch.Tensor, torch.Tensor, int, int] | None = None  # from, to, done, total
         self._filter = self._make_filter(settings)
         self._last_out: np.ndarray | None = None
+        self._image: ImagePrompt | None = None  # this session's IP-Adapter tokens
+        self._unet = ScaledUNet(engine.unet)  # per session: carries this session's image scale
+
+    # ----------------------------------------------------------------- image prompt
+
+    def set_image_prompt(self, prompt: ImagePrompt | None) -> None:
+        if prompt is not None and self.engine.ip_adapter is None:
+            raise ImagePromptUnavailable(self.engine.ip_reason or "no IP-Adapter is loaded")
+        self._image = prompt
+        self._set_ip_scale()
+        if self.stream is not None:
+            self._layout()
+
+    @property
+    def has_image_prompt(self) -> bool:
+        return self._image is not None
+
+    def _set_ip_scale(self) -> None:
+        if self._image is None:
+            self._unet.ip_scale = None
+        else:
+            self._unet.ip_scale = torch.tensor(
+                self.settings.ip_adapter_scale, dtype=self.engine.dtype, device=self.engine.torch_device
+            )
+
+    def _layout(self) -> None:
+        image = None if self._image is None else (self._image.cond, self._image.uncond)
+        layout_embeds(self.stream, self._cond, self._uncond, image)
 
     # ----------------------------------------------------------------- settings
 
@@ -160,6 +201,8 @@ class DiffusionSession(EngineSession):
             self._start_fade(self.engine.encode_text(settings.prompt), settings.prompt_fade_frames)
         if changed & {"similarity_filter", "similarity_threshold"}:
             self._filter = self._make_filter(settings)
+        if "ip_adapter_scale" in changed:
+            self._set_ip_scale()
         stream = self.stream
         if stream is None:
             return
@@ -173,7 +216,7 @@ class DiffusionSession(EngineSession):
         if changed & {"guidance_scale", "delta"}:
             set_guidance(stream, settings.guidance_scale, settings.delta)
         if changed & {"guidance_scale", "prompt", "negative_prompt"}:
-            layout_embeds(stream, self._cond, self._uncond)
+            self._layout()
 
     def _start_fade(self, target: torch.Tensor, frames: int) -> None:
         if frames <= 0 or self.frames == 0:
@@ -189,7 +232,7 @@ class DiffusionSession(EngineSession):
         self._cond = torch.lerp(start, target, done / total) if done < total else target
         self._fade = None if done >= total else (start, target, done, total)
         if self.stream is not None:
-            layout_embeds(self.stream, self._cond, self._uncond)
+            self._layout()
 
     @property
     def fading(self) -> bool:
@@ -206,12 +249,15 @@ class DiffusionSession(EngineSession):
             cfg_type=s.cfg_type,
         )
         stream.device = engine.torch_device
-        stream.unet, stream.vae = engine.unet, engine.vae
+        # With an IP-Adapter, the shared UNet is called through this session's ScaledUNet (its image scale).
+        self._unet.unet = engine.unet  # acceleration may have swapped the engine's UNet since load
+        stream.unet = self._unet if engine.ip_adapter is not None else engine.unet
+        stream.vae = engine.vae
         set_schedule(stream, stream.t_list)
         set_noise(stream, s.seed, self._generator)
         set_guidance(stream, s.guidance_scale, s.delta)
-        layout_embeds(stream, self._cond, self._uncond)
         self.stream = stream
+        self._layout()
         self.streams_built += 1
 
     # ----------------------------------------------------------------- frames

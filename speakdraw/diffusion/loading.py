@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "stabilityai/sd-turbo"
 DEFAULT_TAESD = "madebyollin/taesd"
+DEFAULT_LCM_LORA = "latent-consistency/lcm-lora-sdv1-5"  # as StreamDiffusion's SD 1.5 examples use
+LCM_LORA_FILE = "pytorch_lora_weights.safetensors"
 HUB_PROBE_TIMEOUT_S = 3.0
 SD_FILES = (
     "model_index.json",
@@ -39,6 +41,7 @@ TAESD_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
 
 # Counts real weight loads (tests: no settings change ever reloads the model).
 LOADS = {"sd-turbo": 0, "tiny": 0}
+TINY_MODELS = ("tiny", "tiny-sd15")  # `--engine tiny --model tiny-sd15`: the SD 1.5-shaped tiny model
 
 
 def resolve_device(name: str) -> torch.device:
@@ -103,6 +106,9 @@ def _registry_folder(name: str) -> Path:
         raise EngineUnavailable(str(exc)) from None
 
 
+registry_folder = _registry_folder  # public: the IP-Adapter loader resolves its weights the same way
+
+
 def _hub_folder(repo_id: str, patterns: tuple[str, ...]) -> Path:
     """Any other hub repo: the HF cache, else a download when the hub can be reached."""
     import huggingface_hub as hf
@@ -137,11 +143,57 @@ def model_folder(model: str, registry_name: str, default_id: str, patterns: tupl
     return _hub_folder(model, patterns)
 
 
-def load_pretrained(model: str, *, use_taesd: bool, taesd: str, dtype: torch.dtype) -> Components:
-    """A diffusers Stable Diffusion folder (+ TAESD) as Components, in `dtype` on the CPU."""
+def check_family(folder: Path) -> str:
+    """The model family from `unet/config.json`; SDXL is refused before any weight is read."""
+    import json
+
+    from speakdraw.diffusion.ip_adapter import SDXL, detect_family
+
+    try:
+        config = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise EngineUnavailable(f"{folder} is not a diffusers Stable Diffusion folder: {exc}") from None
+    family = detect_family(config)
+    if family == SDXL:
+        raise EngineUnavailable(f"{folder} is an SDXL model; this engine runs SD 1.5 and SD 2.x (sd-turbo) models")
+    return family
+
+
+def lora_source(lcm_lora: str) -> tuple[str, str]:
+    """(folder, weight file name) of an LCM-LoRA given as a file, a folder or a hub id (HF cache, then hub)."""
+    path = Path(lcm_lora).expanduser()
+    if path.is_file():
+        return str(path.parent), path.name
+    if path.is_dir():
+        return str(path), LCM_LORA_FILE
+    if lcm_lora.startswith((".", "/", "~")):
+        raise EngineUnavailable(f"LCM-LoRA {lcm_lora} does not exist")
+    return str(_hub_folder(lcm_lora, (LCM_LORA_FILE,))), LCM_LORA_FILE
+
+
+def fuse_lcm_lora(pipe, lcm_lora: str, family: str) -> None:
+    """Load an LCM-LoRA into the pipeline's UNet and fuse it (no per-frame LoRA cost)."""
+    from speakdraw.diffusion.ip_adapter import SD15
+
+    if family != SD15:
+        raise EngineUnavailable(f"LCM-LoRA {lcm_lora} is for SD 1.5-family models; the loaded model is {family}")
+    folder, weight_name = lora_source(lcm_lora)
+    try:
+        pipe.load_lora_weights(folder, weight_name=weight_name)
+        pipe.fuse_lora()
+    except Exception as exc:  # noqa: BLE001 - a bad LoRA file must not kill the server
+        raise EngineUnavailable(f"could not apply LCM-LoRA {lcm_lora}: {type(exc).__name__}: {exc}") from None
+    log.info("fused LCM-LoRA %s", lcm_lora)
+
+
+def load_pretrained(
+    model: str, *, use_taesd: bool, taesd: str, dtype: torch.dtype, lcm_lora: str | None = None
+) -> Components:
+    """A diffusers Stable Diffusion folder (+ TAESD, + a fused LCM-LoRA) as Components, in `dtype` on the CPU."""
     from diffusers import AutoencoderTiny, StableDiffusionPipeline
 
     folder = model_folder(model, "sd-turbo", DEFAULT_MODEL, SD_FILES)
+    family = check_family(folder)
     taesd_folder = model_folder(taesd, "taesd", DEFAULT_TAESD, TAESD_FILES) if use_taesd else None
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
@@ -155,10 +207,13 @@ def load_pretrained(model: str, *, use_taesd: bool, taesd: str, dtype: torch.dty
         vae = AutoencoderTiny.from_pretrained(taesd_folder, torch_dtype=dtype) if taesd_folder else pipe.vae
     except Exception as exc:  # noqa: BLE001 - a broken folder must not kill the server
         raise EngineUnavailable(f"could not load {folder}: {type(exc).__name__}: {exc}") from None
+    if lcm_lora:
+        fuse_lcm_lora(pipe, lcm_lora, family)
     LOADS["sd-turbo"] += 1
     return Components(pipe.unet, vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler)
 
 
-def load_tiny(*, use_taesd: bool, device: torch.device) -> Components:
+def load_tiny(*, use_taesd: bool, device: torch.device, model: str = "tiny") -> Components:
+    """`model` 'tiny-sd15' builds the SD 1.5-shaped tiny model; anything else the default (SD 2.x-shaped) one."""
     LOADS["tiny"] += 1
-    return build_components("tiny", use_taesd=use_taesd, device=device)
+    return build_components(model if model in TINY_MODELS else "tiny", use_taesd=use_taesd, device=device)

@@ -11,6 +11,8 @@ functions set the same attributes on a `StreamDiffusion` object, piece by piece:
 | strength                     | `set_schedule` (timestep tables only)      |
 | seed                         | `set_noise` (generator, init noise, buffers) |
 | steps, cfg_type, frame size  | a new StreamDiffusion object over the same modules (no text encoding) |
+| image prompt (IP-Adapter)    | one image encoding, then `layout_embeds` (tokens joined to the text's) |
+| ip_adapter_scale             | nothing: the scale goes with each UNet call (`ip_adapter.ScaledUNet`) |
 
 `tests/test_diffusion_engine.py` checks that the pieces give exactly what `prepare()` gives.
 """
@@ -83,8 +85,20 @@ def set_guidance(stream: StreamDiffusion, guidance_scale: float, delta: float) -
     stream.delta = delta
 
 
-def layout_embeds(stream: StreamDiffusion, cond: torch.Tensor, uncond: torch.Tensor) -> None:
-    """Lay one prompt's (1, 77, D) embeddings out over the stream batch, as `prepare()` does."""
+def layout_embeds(
+    stream: StreamDiffusion,
+    cond: torch.Tensor,
+    uncond: torch.Tensor,
+    image: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> None:
+    """Lay one prompt's (1, 77, D) embeddings out over the stream batch, as `prepare()` does.
+
+    `image` = (cond, uncond) (1, N, D) IP-Adapter tokens, joined after the text tokens of
+    the conditional and the unconditional (CFG) rows respectively.
+    """
+    if image is not None:
+        cond = torch.cat([cond, image[0].to(cond.dtype)], dim=1)
+        uncond = torch.cat([uncond, image[1].to(uncond.dtype)], dim=1)
     embeds = cond.repeat(stream.batch_size, 1, 1)
     if stream.guidance_scale > 1.0 and stream.cfg_type in ("initialize", "full"):
         rows = stream.batch_size if stream.use_denoising_batch and stream.cfg_type == "full" else stream.frame_bff_size

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from speakdraw.engines.base import Engine, EngineOptions, EngineSession
+from speakdraw.engines.base import Engine, EngineOptions, EngineSession, ImagePromptUnavailable
 from speakdraw.engines.passthrough import PassthroughEngine
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ __all__ = [
     "EngineOptions",
     "EngineSession",
     "EngineUnavailable",
+    "ImagePromptUnavailable",
     "PassthroughEngine",
     "load_engine",
 ]

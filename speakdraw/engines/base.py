@@ -9,10 +9,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from speakdraw.settings import Settings
+
+
+class ImagePromptUnavailable(RuntimeError):
+    """This engine / model has no image prompts; the message says why (shown on the page, API 409)."""
 
 
 @dataclass
@@ -39,6 +44,11 @@ class EngineSession(ABC):
     def process(self, rgb: np.ndarray) -> np.ndarray:
         """HxWx3 uint8 in, HxWx3 uint8 out, same size."""
 
+    def set_image_prompt(self, prompt: Any | None) -> None:
+        """Use an image prompt made by `Engine.encode_image_prompt` (None clears it); between frames."""
+        if prompt is not None:
+            raise ImagePromptUnavailable("this engine has no image prompts")
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release per-session buffers."""
 
@@ -55,6 +65,14 @@ class Engine(ABC):
 
     def features(self) -> dict[str, bool]:
         return {"diffusion": False, "image_prompt": False}
+
+    def image_prompt_status(self) -> str | None:
+        """None when image prompts work on this engine, else the reason they do not."""
+        return f"the {self.name} engine does no diffusion, so it takes no image prompts"
+
+    def encode_image_prompt(self, rgb: np.ndarray) -> Any:
+        """Encode an HxWx3 uint8 image once (shared encoder); any session can then use the result."""
+        raise ImagePromptUnavailable(self.image_prompt_status() or "no image prompts")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Free the model."""
