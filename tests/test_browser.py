@@ -14,17 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import launch_chromium, require_chromium
 from tests.media import make_speech_wav, make_y4m
 from tests.serverproc import free_port
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
 TOKEN = "browser-test-token"
-
-if not Path(CHROMIUM).exists():  # pragma: no cover - depends on the machine
-    pytest.skip("Debian chromium is not installed at /usr/bin/chromium", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
+sync_api = require_chromium()
 
 
 @pytest.fixture(scope="module")
@@ -40,21 +37,7 @@ def fake_media(tmp_path_factory) -> tuple[Path, Path]:
 def chromium(fake_media) -> Iterator:
     video, audio = fake_media
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-video-capture={video}",
-                f"--use-file-for-fake-audio-capture={audio}",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--ignore-certificate-errors",  # only the HTTPS test needs it; the HTTP one never sees a cert
-            ],
-        )
+        browser = launch_chromium(pw, video=video, audio=audio, https=True)
         yield browser
         browser.close()
 

@@ -13,21 +13,17 @@ import re
 import shutil
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from tests.browser import launch_chromium, require_chromium
 from tests.media import make_y4m
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
 TOKEN = "hud-test-token"
-
-if not Path(CHROMIUM).exists():  # pragma: no cover - depends on the machine
-    pytest.skip("Debian chromium is not installed at /usr/bin/chromium", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
+sync_api = require_chromium()
 
 
 @pytest.fixture(scope="module")
@@ -36,18 +32,7 @@ def chromium(tmp_path_factory) -> Iterator:
         pytest.skip("ffmpeg is not installed")
     video = make_y4m(tmp_path_factory.mktemp("media"), seconds=2.0, fps=15)
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-video-capture={video}",
-                "--disable-background-networking",
-                "--disable-component-update",
-            ],
-        )
+        browser = launch_chromium(pw, video=video)
         yield browser
         browser.close()
 

@@ -10,16 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.browser import launch_chromium, require_chromium
 from tests.speechdata import SENTENCES, espeak, have_espeak, silence, wer, write_wav
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
-if not Path(CHROMIUM).exists():  # pragma: no cover - depends on the machine
-    pytest.skip("Debian chromium is not installed at /usr/bin/chromium", allow_module_level=True)
+sync_api = require_chromium()
 if not have_espeak():  # pragma: no cover
     pytest.skip("espeak-ng not installed", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
 
 SPOKEN = [(SENTENCES[0], "en-us"), (SENTENCES[2], "en+f3"), (SENTENCES[4], "en-gb-x-rp")]
 
@@ -38,18 +36,7 @@ def mic_wav(tmp_path_factory) -> Path:
 def test_page_shows_spoken_final_and_makes_it_the_prompt(start_server, mic_wav, artifacts_dir):
     server = start_server(stt="faster-whisper")
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={mic_wav}",
-                "--disable-background-networking",
-                "--disable-component-update",
-            ],
-        )
+        browser = launch_chromium(pw, audio=mic_wav)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.on("console", lambda msg: print(f"[browser {msg.type}] {msg.text}"))
