@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from server import metrics, mjpeg
+from server import image_prompt, metrics, mjpeg
 from server.auth import token_middleware
 from server.config import WEB_DIR, ServerConfig
 from server.errors import json_error, json_errors_middleware
@@ -102,6 +102,7 @@ class AppState:
             "matting": self.config.matting if self.matting is not None else "off",
             "ready": self.engine_ready,
             "features": features,
+            "image_prompt_reason": image_prompt.unavailable_reason(self),  # None when image prompts work
             "warnings": list(self.warnings),
         }
 
@@ -222,4 +223,5 @@ def create_app(config: ServerConfig, *, load_models: bool = True) -> web.Applica
     app.on_cleanup.append(_stop_workers)
     metrics.setup(app)
     mjpeg.setup(app)
+    image_prompt.setup(app)
     return app
