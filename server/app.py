@@ -57,7 +57,10 @@ class AppState:
             acceleration=config.acceleration,
             use_taesd=config.use_taesd,
             simulate_cost_ms=config.simulate_model_ms,
+            extra={"ip_adapter": "auto" if config.ip_adapter else "off"},
         )
+        if config.lcm_lora:
+            options.extra["lcm_lora"] = config.lcm_lora
         try:
             engine, warnings = load_engine(options)
         except Exception as exc:  # a broken install must not take the server down

@@ -36,6 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     serve.add_argument("--acceleration", default="none", choices=["none", "xformers", "compile", "tensorrt"])
     serve.add_argument("--no-taesd", action="store_true", help="decode with the full VAE instead of TAESD")
+    serve.add_argument(
+        "--lcm-lora",
+        nargs="?",
+        const="latent-consistency/lcm-lora-sdv1-5",
+        default=None,
+        metavar="ID_OR_PATH",
+        help="fuse an LCM-LoRA into an SD 1.5-family model (default id: latent-consistency/lcm-lora-sdv1-5)",
+    )
+    serve.add_argument("--no-ip-adapter", action="store_true", help="do not load IP-Adapter (image prompts)")
     serve.add_argument("--stt", default="faster-whisper", choices=["faster-whisper", "openai-whisper", "off"])
     serve.add_argument("--stt-model", default="tiny.en", help="Whisper model name or path")
     serve.add_argument("--matting", default="rvm", choices=["rvm", "off"])
@@ -62,6 +71,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         device=args.device,
         acceleration=args.acceleration,
         use_taesd=not args.no_taesd,
+        lcm_lora=args.lcm_lora,
+        ip_adapter=not args.no_ip_adapter,
         stt=args.stt,
         stt_model=args.stt_model,
         matting=args.matting,

@@ -36,6 +36,8 @@ class ServerConfig:
     device: str = "auto"
     acceleration: str = "none"
     use_taesd: bool = True
+    lcm_lora: str | None = None  # SD 1.5 family only
+    ip_adapter: bool = True
     stt: str = "faster-whisper"
     stt_model: str = "tiny.en"
     matting: str = "rvm"

@@ -551,7 +551,7 @@ def _build_registry() -> dict[str, Weight]:
         ),
         Weight(
             name="ip-adapter-sd15",
-            description="IP-Adapter for SD 1.5/2.x-class UNets (image prompts)",
+            description="IP-Adapter for SD 1.5-family UNets (image prompts)",
             licence="Apache-2.0",
             filename="ip-adapter_sd15.bin",
             sources=(
