@@ -36,8 +36,9 @@ async def test_thirty_calls_leave_nothing_behind(start_server):
         # every third call ends without a DELETE: the client just closes (ICE/DTLS teardown path)
         await _cycle(server.base, hang_up=i % 3 != 0)
     after = await _settled(server, timeout=40.0)
+    print("baseline", baseline, "after", after)
     assert after["sessions"] == 0, after
     assert after["peer_connections"] == 0, after
     assert after["tasks"] <= baseline["tasks"], (baseline, after)
-    # thread pools (aiortc's codec executor, our worker) are bounded and reused, never one per call
-    assert after["threads"] <= baseline["threads"] + 2, (baseline, after)
+    # back to baseline: worker pools are created once and reused, never a thread per call
+    assert after["threads"] <= baseline["threads"], (baseline, after)
