@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from server import image_prompt, metrics, mjpeg
+from server import image_prompt, jitter, metrics, mjpeg
 from server.auth import token_middleware
 from server.config import WEB_DIR, ServerConfig
 from server.errors import json_error, json_errors_middleware
@@ -204,6 +204,7 @@ async def _stop_workers(app: web.Application) -> None:
 
 
 def create_app(config: ServerConfig, *, load_models: bool = True) -> web.Application:
+    jitter.install()  # frames reach the pipeline at their last packet, not one frame interval later
     app = web.Application(
         middlewares=[json_errors_middleware, token_middleware],
         client_max_size=max(config.max_offer_bytes, config.max_upload_bytes),
