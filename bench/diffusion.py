@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default=None, help="float16 / float32 (default: fp16 on CUDA, fp32 on CPU)")
     p.add_argument("--acceleration", default="none", choices=["none", "xformers", "compile", "tensorrt"])
+    p.add_argument("--compile-mode", default=None, help="torch.compile mode for --acceleration compile")
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--steps", type=int, default=1)
     p.add_argument("--strength", type=float, default=0.5)
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
     scheduler = components.scheduler
     engine = DiffusionEngine(components, name=kind_name, model_id=f"{kind_name} (random)", device=device, dtype=dtype)
     start = time.perf_counter()
-    apply_acceleration(engine, args.acceleration, (args.size, args.size))
+    apply_acceleration(engine, args.acceleration, (args.size, args.size), args.compile_mode)
     accel_s = time.perf_counter() - start
     print(f"built in {build_s:.1f} s, acceleration setup/warm-up {accel_s:.1f} s", flush=True)
 
@@ -230,6 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
         "device_name": device_name,
         "dtype": str(dtype).replace("torch.", ""),
         "acceleration": args.acceleration,
+        "compile_mode": args.compile_mode,
         "size": args.size,
         "steps": args.steps,
         "strength": args.strength,
@@ -272,7 +274,7 @@ def measure_reload(kind_name, args, device, dtype, settings, rgb) -> float:
         start = time.perf_counter()
         loaded = load_pretrained(str(folder / "model"), use_taesd=True, taesd=str(folder / "taesd"), dtype=dtype)
         fresh = DiffusionEngine(loaded, name="reload", model_id=str(folder), device=device, dtype=dtype)
-        apply_acceleration(fresh, args.acceleration, (args.size, args.size))
+        apply_acceleration(fresh, args.acceleration, (args.size, args.size), args.compile_mode)
         fresh.new_session(settings).process(rgb)
         sync(device)
         elapsed = time.perf_counter() - start

@@ -71,7 +71,8 @@ def load_diffusion_engine(options: EngineOptions) -> DiffusionEngine:
     engine = DiffusionEngine(components, name=options.engine, model_id=model_id, device=device, dtype=dtype)
     engine.family = detect_family(components.unet.config)
     attach_ip_adapter(engine, options, tiny=variant)
-    apply_acceleration(engine, options.acceleration, tuple(options.extra.get("warmup_size", (512, 512))))
+    warmup_size = tuple(options.extra.get("warmup_size", (512, 512)))
+    apply_acceleration(engine, options.acceleration, warmup_size, options.extra.get("compile_mode"))
     log.info("diffusion engine %s ready: %s on %s (%s, %s)", engine.name, model_id, device, dtype, options.acceleration)
     return engine
 

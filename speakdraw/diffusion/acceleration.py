@@ -29,13 +29,21 @@ TENSORRT_INSTALL = (
 )
 
 
-def apply_acceleration(engine: DiffusionEngine, acceleration: str, warmup_size: tuple[int, int] = (512, 512)) -> None:
-    """Swap the engine's UNet/VAE for accelerated ones; warm up so the first call's frame is not the slow one."""
+def apply_acceleration(
+    engine: DiffusionEngine,
+    acceleration: str,
+    warmup_size: tuple[int, int] = (512, 512),
+    compile_mode: str | None = None,
+) -> None:
+    """Swap the engine's UNet/VAE for accelerated ones; warm up so the first call's frame is not the slow one.
+
+    `compile_mode` is torch.compile's `mode` (None = its default; "max-autotune-no-cudagraphs"...).
+    """
     preflight(acceleration, engine.torch_device)
     if acceleration == "xformers":
         _xformers(engine)
     elif acceleration == "compile":
-        _compile(engine, warmup_size)
+        _compile(engine, warmup_size, compile_mode)
     elif acceleration == "tensorrt":
         _tensorrt(engine, warmup_size)
     engine.acceleration = acceleration
@@ -80,10 +88,10 @@ def warm_up(engine: DiffusionEngine, size: tuple[int, int], frames: int = 2) -> 
     return time.perf_counter() - start
 
 
-def _compile(engine: DiffusionEngine, warmup_size: tuple[int, int]) -> None:
+def _compile(engine: DiffusionEngine, warmup_size: tuple[int, int], mode: str | None = None) -> None:
     """torch.compile the UNet and the VAE decoder (the per-frame FLOPs); the encoder stays eager."""
-    engine.unet = torch.compile(engine.unet)
-    engine.vae.decoder = torch.compile(engine.vae.decoder)
+    engine.unet = torch.compile(engine.unet, mode=mode)
+    engine.vae.decoder = torch.compile(engine.vae.decoder, mode=mode)
     seconds = warm_up(engine, warmup_size)
     log.info("torch.compile warm-up at %dx%d took %.1f s", *warmup_size, seconds)
 
