@@ -61,6 +61,8 @@ class AppState:
         )
         if config.lcm_lora:
             options.extra["lcm_lora"] = config.lcm_lora
+        if config.compile_mode:
+            options.extra["compile_mode"] = config.compile_mode
         try:
             engine, warnings = load_engine(options)
         except Exception as exc:  # a broken install must not take the server down

@@ -35,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", default="stabilityai/sd-turbo", help="hub id or local folder")
     serve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     serve.add_argument("--acceleration", default="none", choices=["none", "xformers", "compile", "tensorrt"])
+    serve.add_argument(
+        "--compile-mode",
+        default=None,
+        choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+        help="torch.compile mode with --acceleration compile (reduce-overhead = CUDA graphs: fastest on one GPU call)",
+    )
     serve.add_argument("--no-taesd", action="store_true", help="decode with the full VAE instead of TAESD")
     serve.add_argument(
         "--lcm-lora",
@@ -72,6 +78,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         acceleration=args.acceleration,
         use_taesd=not args.no_taesd,
         lcm_lora=args.lcm_lora,
+        compile_mode=None if args.compile_mode in (None, "default") else args.compile_mode,
         ip_adapter=not args.no_ip_adapter,
         stt=args.stt,
         stt_model=args.stt_model,

@@ -37,6 +37,7 @@ class ServerConfig:
     acceleration: str = "none"
     use_taesd: bool = True
     lcm_lora: str | None = None  # SD 1.5 family only
+    compile_mode: str | None = None  # torch.compile mode with --acceleration compile
     ip_adapter: bool = True
     stt: str = "faster-whisper"
     stt_model: str = "tiny.en"
