@@ -94,15 +94,8 @@ class UNetCalls:
 
 
 def build_baseline(engine: DiffusionEngine, scheduler) -> StableDiffusionImg2ImgPipeline:
-    pipe = StableDiffusionImg2ImgPipeline(
-        vae=engine.vae,
-        text_encoder=engine.components.text_encoder,
-        tokenizer=engine.components.tokenizer,
-        unet=engine.unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
+    pipe = engine.components.pipeline(
+        StableDiffusionImg2ImgPipeline, vae=engine.vae, unet=engine.unet, scheduler=scheduler
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -257,16 +250,7 @@ def measure_reload(kind_name, args, device, dtype, settings, rgb) -> float:
     try:
         # A second build (same seed, same weights): the engine's copies are NHWC, which safetensors refuses.
         components = build_components(kind_name, device=device).to(device, dtype)
-        pipe = StableDiffusionImg2ImgPipeline(
-            vae=components.vae,
-            text_encoder=components.text_encoder,
-            tokenizer=components.tokenizer,
-            unet=components.unet,
-            scheduler=components.scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
+        pipe = components.pipeline(StableDiffusionImg2ImgPipeline)
         pipe.save_pretrained(folder / "model")
         components.vae.save_pretrained(folder / "taesd")
         del pipe, components

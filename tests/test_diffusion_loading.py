@@ -7,7 +7,6 @@ import time
 import numpy as np
 import pytest
 import torch
-from diffusers import StableDiffusionPipeline
 
 from speakdraw.diffusion import LOADS, DiffusionEngine, build_components, load_diffusion_engine
 from speakdraw.diffusion.acceleration import preflight
@@ -59,16 +58,7 @@ def test_missing_local_folder_is_unavailable(tmp_path):
 def test_sd_turbo_path_loads_a_local_diffusers_folder(tmp_path):
     """The real from_pretrained path, on a tiny model saved to disk: same weights, same frames."""
     c = build_components("tiny")
-    pipe = StableDiffusionPipeline(
-        vae=c.vae,
-        text_encoder=c.text_encoder,
-        tokenizer=c.tokenizer,
-        unet=c.unet,
-        scheduler=c.scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    pipe = c.pipeline()
     pipe.save_pretrained(tmp_path / "model")
     c.vae.save_pretrained(tmp_path / "taesd")
     loads = LOADS["sd-turbo"]

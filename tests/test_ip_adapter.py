@@ -16,7 +16,6 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import torch
-from diffusers import StableDiffusionPipeline
 from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
 
 from speakdraw.diffusion import DiffusionEngine, build_components, load_diffusion_engine
@@ -355,16 +354,7 @@ def test_acceleration_that_replaces_processors_turns_image_prompts_off():
 
 
 def _save_model(components, folder) -> None:
-    StableDiffusionPipeline(
-        vae=components.vae,
-        text_encoder=components.text_encoder,
-        tokenizer=components.tokenizer,
-        unet=components.unet,
-        scheduler=components.scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    ).save_pretrained(folder)
+    components.pipeline().save_pretrained(folder)
     components.vae.save_pretrained(folder / "taesd")
 
 
@@ -412,16 +402,7 @@ def _tiny_lora(folder) -> tuple[str, torch.Tensor]:
 
 def test_lcm_lora_is_fused_into_sd15_models_only(tmp_path, monkeypatch):
     c = build_components("tiny-sd15")
-    pipe = StableDiffusionPipeline(
-        vae=c.vae,
-        text_encoder=c.text_encoder,
-        tokenizer=c.tokenizer,
-        unet=c.unet,
-        scheduler=c.scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    pipe = c.pipeline()
     folder, delta = _tiny_lora(tmp_path / "lora")
     layer = c.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1.to_q
     before = layer.weight.detach().clone()

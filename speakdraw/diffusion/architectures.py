@@ -21,7 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, AutoencoderTiny, EulerDiscreteScheduler, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    AutoencoderTiny,
+    DiffusionPipeline,
+    EulerDiscreteScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
 from diffusers.models.unet_2d_blocks import AutoencoderTinyBlock
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -160,6 +167,18 @@ class Components:
         for module in (self.unet, self.vae, self.text_encoder):
             module.to(device=device, dtype=dtype).eval().requires_grad_(False)
         return self
+
+    def pipeline(self, cls: type[DiffusionPipeline] = StableDiffusionPipeline, **replace: Any) -> DiffusionPipeline:
+        """A diffusers SD pipeline over these modules (no safety checker); `replace` swaps some (e.g. unet=...)."""
+        modules = {
+            "vae": self.vae,
+            "text_encoder": self.text_encoder,
+            "tokenizer": self.tokenizer,
+            "unet": self.unet,
+            "scheduler": self.scheduler,
+            **replace,
+        }
+        return cls(**modules, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
 
 def _identity_taps(conv: torch.nn.Conv2d, pairs: dict[int, int], scale: float = 1.0) -> None:

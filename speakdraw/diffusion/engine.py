@@ -18,7 +18,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import LCMScheduler, StableDiffusionPipeline
+from diffusers import LCMScheduler
 from streamdiffusion import StreamDiffusion
 
 from speakdraw.diffusion.architectures import Components
@@ -53,16 +53,7 @@ class DiffusionEngine(Engine):
         # latents are NCHW, and a UNet fed those ran ~1.6x slower per conv on CPU than one fed NHWC.
         for module in (components.unet, components.vae):
             module.to(memory_format=torch.channels_last)
-        self.pipe = StableDiffusionPipeline(
-            vae=components.vae,
-            text_encoder=components.text_encoder,
-            tokenizer=components.tokenizer,
-            unet=components.unet,
-            scheduler=components.scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
+        self.pipe = components.pipeline()
         self.pipe.set_progress_bar_config(disable=True)
         # StreamDiffusion builds an LCMScheduler from this config for every stream; handing it an
         # LCM config (same betas) keeps diffusers from warning about Euler-only keys on each call.
