@@ -26,21 +26,13 @@ from aiohttp import web
 from PIL import Image, ImageOps
 
 from server.errors import json_error
+from server.uploads import Refused, read_upload
 from speakdraw.engines import ImagePromptUnavailable
 
 MAX_IMAGE_BYTES = 8 * 1024 * 1024
 MAX_PIXELS = 24_000_000  # a 6000x4000 photo
 MAX_SIDE_KEPT = 1024  # larger images are shrunk after decoding: CLIP looks at 224x224
-CHUNK = 64 * 1024
 FORMATS = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp"}
-
-
-class Refused(Exception):
-    """An upload we do not take: HTTP status, error code, message."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
 
 
 def sniff(data: bytes) -> str | None:
@@ -87,30 +79,6 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray,
     return np.asarray(image, dtype=np.uint8), FORMATS[kind]
 
 
-async def _read_limited(reader, limit: int) -> bytes:
-    buf = bytearray()
-    while True:
-        chunk = await reader.read_chunk(CHUNK) if hasattr(reader, "read_chunk") else await reader.read(CHUNK)
-        if not chunk:
-            return bytes(buf)
-        buf += chunk
-        if len(buf) > limit:
-            raise Refused(413, "too_large", f"an image is at most {limit} bytes")
-
-
-async def read_upload(request: web.Request, limit: int) -> bytes:
-    """The raw body, or the `file` field of a multipart form; Refused past `limit`."""
-    if request.content_length is not None and request.content_length > limit + 64 * 1024:
-        raise Refused(413, "too_large", f"an image is at most {limit} bytes")
-    if request.content_type.startswith("multipart/"):
-        reader = await request.multipart()
-        async for part in reader:
-            if getattr(part, "name", None) == "file":
-                return await _read_limited(part, limit)
-        raise Refused(400, "bad_request", 'the form has no "file" field')
-    return await _read_limited(request.content, limit)
-
-
 def _state(request: web.Request):
     from server.app import STATE  # late: server.app imports this module
 
@@ -138,7 +106,7 @@ async def post_image_prompt(request: web.Request) -> web.Response:
         return json_error(409, "image_prompt_unavailable", reason)
     loop = asyncio.get_running_loop()
     try:
-        data = await read_upload(request, MAX_IMAGE_BYTES)
+        data = await read_upload(request, MAX_IMAGE_BYTES, "an image")
         if not data:
             raise Refused(400, "empty_file", "the uploaded file is empty")
         rgb, kind = await loop.run_in_executor(None, decode_image, data)

@@ -24,16 +24,12 @@ import numpy as np
 from aiohttp import web
 
 from server.errors import json_error
+from server.uploads import Refused, read_upload
 from speakdraw.speech.guard import rejection
 from speakdraw.speech.stt import SpeechToText, Transcript
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 MAX_DURATION_S = 600.0
-CHUNK = 64 * 1024
-
-
-class TooLarge(Exception):
-    pass
 
 
 class NotAudio(Exception):
@@ -74,30 +70,6 @@ def decode_audio(data: bytes, max_duration_s: float = MAX_DURATION_S) -> np.ndar
     return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
 
 
-async def _read_limited(reader, limit: int) -> bytes:
-    buf = bytearray()
-    while True:
-        chunk = await reader.read_chunk(CHUNK) if hasattr(reader, "read_chunk") else await reader.read(CHUNK)
-        if not chunk:
-            return bytes(buf)
-        buf += chunk
-        if len(buf) > limit:
-            raise TooLarge
-
-
-async def _read_upload(request: web.Request, limit: int) -> bytes:
-    """The `file` field of a multipart form, or the raw body; TooLarge past `limit`."""
-    if request.content_length is not None and request.content_length > limit + 64 * 1024:
-        raise TooLarge  # (multipart framing aside) no need to read it to know
-    if request.content_type.startswith("multipart/"):
-        reader = await request.multipart()
-        async for part in reader:
-            if getattr(part, "name", None) == "file":
-                return await _read_limited(part, limit)
-        raise NotAudio('the form has no "file" field')
-    return await _read_limited(request.content, limit)
-
-
 def _find_stt(app: web.Application) -> SpeechToText | None:
     if "stt" in app:
         return app["stt"]
@@ -130,11 +102,9 @@ async def transcribe_handler(request: web.Request) -> web.Response:
     if stt is None:
         return json_error(503, "stt_unavailable", "speech-to-text is off or still loading on this server")
     try:
-        data = await _read_upload(request, limit)
-    except TooLarge:
-        return json_error(413, "too_large", f"an upload is at most {limit} bytes")
-    except NotAudio as exc:
-        return json_error(400, "bad_request", str(exc))
+        data = await read_upload(request, limit, "an audio file")
+    except Refused as exc:
+        return json_error(exc.status, exc.code, exc.message)
     if not data:
         return json_error(400, "empty_file", "the uploaded file is empty")
     start = time.perf_counter()
