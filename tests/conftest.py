@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,22 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture(scope="module")
+def camera_chromium(tmp_path_factory):
+    """Headless Chromium whose fake camera plays an ffmpeg test pattern (browser tests)."""
+    from tests.browser import launch_chromium, require_chromium
+    from tests.media import make_y4m
+
+    sync_api = require_chromium()
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed")
+    video = make_y4m(tmp_path_factory.mktemp("media"), seconds=2.0, fps=15)
+    with sync_api.sync_playwright() as pw:
+        browser = launch_chromium(pw, video=video)
+        yield browser
+        browser.close()
 
 
 @pytest.fixture

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import io
 import re
-import shutil
 import urllib.request
-from collections.abc import Iterator
 
 import pytest
 from PIL import Image
 
-from tests.browser import launch_chromium, require_chromium
-from tests.media import make_y4m
+from tests.browser import require_chromium
 
 pytestmark = pytest.mark.browser
 
@@ -26,25 +23,14 @@ TOKEN = "hud-test-token"
 sync_api = require_chromium()
 
 
-@pytest.fixture(scope="module")
-def chromium(tmp_path_factory) -> Iterator:
-    if shutil.which("ffmpeg") is None:
-        pytest.skip("ffmpeg is not installed")
-    video = make_y4m(tmp_path_factory.mktemp("media"), seconds=2.0, fps=15)
-    with sync_api.sync_playwright() as pw:
-        browser = launch_chromium(pw, video=video)
-        yield browser
-        browser.close()
-
-
 def _num(text: str) -> float | None:
     match = re.match(r"\s*(-?\d+(?:\.\d+)?)", text)
     return float(match.group(1)) if match else None
 
 
-def test_hud_snapshot_and_output_links(chromium, start_server, artifacts_dir, tmp_path):
+def test_hud_snapshot_and_output_links(camera_chromium, start_server, artifacts_dir, tmp_path):
     server = start_server("--token", TOKEN, "--simulate-model-ms", "40")
-    context = chromium.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    context = camera_chromium.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.base)
     page = context.new_page()
     page.on("console", lambda msg: print(f"[browser {msg.type}] {msg.text}"))

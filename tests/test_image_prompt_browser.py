@@ -11,32 +11,18 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import urllib.request
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.browser import launch_chromium, require_chromium
-from tests.media import make_y4m
+from tests.browser import require_chromium
 
 pytestmark = pytest.mark.browser
 
 TOKEN = "image-prompt-token"
 sync_api = require_chromium()
-
-
-@pytest.fixture(scope="module")
-def chromium(tmp_path_factory) -> Iterator:
-    if shutil.which("ffmpeg") is None:
-        pytest.skip("ffmpeg is not installed")
-    video = make_y4m(tmp_path_factory.mktemp("media"), seconds=2.0, fps=15)
-    with sync_api.sync_playwright() as pw:
-        browser = launch_chromium(pw, video=video)
-        yield browser
-        browser.close()
 
 
 def _server_state(server, session_id: str) -> dict:
@@ -47,9 +33,9 @@ def _server_state(server, session_id: str) -> dict:
         return json.loads(resp.read())
 
 
-def test_sd_turbo_family_shows_the_control_disabled_with_the_reason(chromium, start_server, artifacts_dir):
+def test_sd_turbo_family_shows_the_control_disabled_with_the_reason(camera_chromium, start_server, artifacts_dir):
     server = start_server("--token", TOKEN, engine="tiny")
-    page = chromium.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    page = camera_chromium.new_context(viewport={"width": 1280, "height": 900}).new_page()
     try:
         page.goto(f"{server.base}/?token={TOKEN}")
         page.wait_for_selector("#image-prompt-reason:not([hidden])", timeout=20_000)
@@ -70,9 +56,9 @@ def test_sd_turbo_family_shows_the_control_disabled_with_the_reason(chromium, st
         page.context.close()
 
 
-def test_camera_frame_and_upload_set_the_image_prompt(chromium, start_server, artifacts_dir, tmp_path):
+def test_camera_frame_and_upload_set_the_image_prompt(camera_chromium, start_server, artifacts_dir, tmp_path):
     server = start_server("--token", TOKEN, "--model", "tiny-sd15", engine="tiny")
-    page = chromium.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    page = camera_chromium.new_context(viewport={"width": 1280, "height": 900}).new_page()
     page.on("console", lambda msg: print(f"[browser {msg.type}] {msg.text}"))
     try:
         page.goto(f"{server.base}/?token={TOKEN}")
