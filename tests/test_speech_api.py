@@ -12,7 +12,6 @@ from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
 from server.transcribe import decode_audio, transcribe_handler
-from speakdraw.speech import STTUnavailable, load_stt
 from tests.speechdata import SENTENCES, encode, espeak, have_espeak, silence, wer, write_wav
 
 pytestmark = [
@@ -21,14 +20,6 @@ pytestmark = [
 ]
 
 LIMIT = 1_500_000
-
-
-@pytest.fixture(scope="module")
-def stt():
-    try:
-        return load_stt("faster-whisper", "tiny.en", "cpu")
-    except STTUnavailable as exc:
-        pytest.skip(f"tiny.en weights unavailable: {exc}")
 
 
 @pytest.fixture(scope="module")

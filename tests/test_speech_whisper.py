@@ -29,14 +29,6 @@ pytestmark = pytest.mark.skipif(not have_espeak(), reason="espeak-ng not install
 
 
 @pytest.fixture(scope="module")
-def stt():
-    try:
-        return load_stt("faster-whisper", "tiny.en", "cpu")
-    except STTUnavailable as exc:
-        pytest.skip(f"tiny.en weights unavailable: {exc}")
-
-
-@pytest.fixture(scope="module")
 def vad():
     return SileroVAD()
 
