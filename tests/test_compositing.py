@@ -98,3 +98,27 @@ def test_mode_switches_live_and_full_mode_skips_matting(rvm):
     assert np.array_equal(again, first)  # same as a first frame: composite, not the full repaint
     background = feather(rvm.new_session().alpha(image), 2) < 1e-3
     assert np.array_equal(again[background], image[background])
+
+
+def test_matte_runs_while_the_engine_repaints(rvm):
+    """The matte overlaps the engine: a frame costs about max(matte, diffuse), not their sum; same output."""
+    from speakdraw.engines import PassthroughEngine
+
+    image = np.ascontiguousarray(data.astronaut())
+    settings = Settings(mode="human", passthrough_effect="invert")
+    engine = PassthroughEngine(simulate_cost_ms=80.0)  # a model step that blocks its thread for 80 ms
+    overlapped = Pipeline(settings, engine=engine, matting=rvm)
+    assert overlapped.overlap_matting  # passthrough leaves the CPU to RVM
+    serial = Pipeline(settings, engine=engine, matting=rvm, overlap_matting=False)
+    totals = {"overlapped": [], "serial": []}
+    for _ in range(4):
+        a, b = overlapped.process(image), serial.process(image)
+        assert np.array_equal(a, b)
+        totals["overlapped"].append(overlapped.last_timings_ms)
+        totals["serial"].append(serial.last_timings_ms)
+    over = np.median([t["total"] for t in totals["overlapped"]])
+    ser = np.median([t["total"] for t in totals["serial"]])
+    matte = np.median([t["matte"] for t in totals["overlapped"]])
+    assert matte > 5.0  # RVM really ran
+    assert ser >= 80.0 + 0.8 * matte, totals
+    assert over < ser - 0.5 * min(matte, 80.0), (over, ser, matte)
