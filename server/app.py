@@ -16,6 +16,7 @@ from server import image_prompt, jitter, metrics, mjpeg
 from server.auth import token_middleware
 from server.config import WEB_DIR, ServerConfig
 from server.errors import json_error, json_errors_middleware
+from server.keys import CONFIG, LISTENER_HOSTS, LOAD_TASK
 from server.session import Session
 from server.transcribe import transcribe_handler
 from speakdraw.engines import Engine, EngineOptions, PassthroughEngine, load_engine
@@ -142,6 +143,8 @@ async def offer(request: web.Request) -> web.Response:
     pipeline = await loop.run_in_executor(state.video_executor, state.new_pipeline, settings)
     session = Session(state, pipeline, on_closed=lambda s: state.sessions.pop(s.id, None))
     state.sessions[session.id] = session
+    if pipeline.engine is not state.current_engine():  # the model became ready while this pipeline was made
+        pipeline.set_engine(state.current_engine(), state.matting)
     try:
         answer = await session.accept(params["sdp"])
     except Exception as exc:
@@ -192,7 +195,16 @@ async def index(request: web.Request) -> web.FileResponse:
 async def _load_models(app: web.Application) -> None:
     state = app[STATE]
     loop = asyncio.get_running_loop()
-    app["load_task"] = loop.run_in_executor(state.video_executor, state.load_models)
+    # Not on the video worker: calls that join meanwhile get passthrough frames, then the model.
+    app[LOAD_TASK] = loop.run_in_executor(None, state.load_models)
+    app[LOAD_TASK].add_done_callback(lambda _: _engine_ready(state))
+
+
+def _engine_ready(state: AppState) -> None:
+    """Calls that joined while the model loaded switch to it at their next frame, and are told."""
+    for session in list(state.sessions.values()):
+        session.pipeline.set_engine(state.current_engine(), state.matting)
+        session.send(session.status_message())
 
 
 async def _close_sessions(app: web.Application) -> None:
@@ -213,8 +225,8 @@ def create_app(config: ServerConfig, *, load_models: bool = True) -> web.Applica
     )
     state = AppState(config)
     app[STATE] = state
-    app["config"] = config
-    app["listener_hosts"] = {config.port: config.host, config.https_port: config.https_host}
+    app[CONFIG] = config
+    app[LISTENER_HOSTS] = {config.port: config.host, config.https_port: config.https_host}
     app.router.add_get("/", index)
     app.router.add_static("/static/", WEB_DIR, show_index=False)
     app.router.add_post("/api/offer", offer)

@@ -8,6 +8,7 @@ import secrets
 from aiohttp import web
 
 from server.errors import json_error
+from server.keys import CONFIG, LISTENER_HOSTS
 
 
 def new_token() -> str:
@@ -23,10 +24,10 @@ def request_token(request: web.Request) -> str | None:
 
 @web.middleware
 async def token_middleware(request: web.Request, handler) -> web.StreamResponse:
-    config = request.app["config"]
+    config = request.app[CONFIG]
     if request.path.startswith("/api/") and config.token:
         sockname = request.transport.get_extra_info("sockname") if request.transport else None
-        listener_host = request.app["listener_hosts"].get(sockname[1] if sockname else None, config.https_host)
+        listener_host = request.app[LISTENER_HOSTS].get(sockname[1] if sockname else None, config.https_host)
         if config.token_required_on(listener_host):
             given = request_token(request)
             if given is None:

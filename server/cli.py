@@ -99,6 +99,7 @@ async def serve(config: ServerConfig) -> None:
     from server.app import STATE, create_app
     from server.banner import banner
     from server.certs import ensure_self_signed
+    from server.keys import LOAD_TASK
 
     app = create_app(config)
     runner = web.AppRunner(app, handle_signals=False)
@@ -116,7 +117,7 @@ async def serve(config: ServerConfig) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     stopping = asyncio.ensure_future(stop.wait())
-    await asyncio.wait([app["load_task"], stopping], return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait([app[LOAD_TASK], stopping], return_when=asyncio.FIRST_COMPLETED)
     if not stop.is_set():
         state = app[STATE]
         print(banner(config, state.engine_name(), state.warnings), flush=True)

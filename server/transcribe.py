@@ -24,6 +24,7 @@ import numpy as np
 from aiohttp import web
 
 from server.errors import json_error
+from server.keys import CONFIG, STT
 from server.uploads import Refused, read_upload
 from speakdraw.speech.guard import rejection
 from speakdraw.speech.stt import SpeechToText, Transcript
@@ -71,8 +72,8 @@ def decode_audio(data: bytes, max_duration_s: float = MAX_DURATION_S) -> np.ndar
 
 
 def _find_stt(app: web.Application) -> SpeechToText | None:
-    if "stt" in app:
-        return app["stt"]
+    if STT in app:
+        return app[STT]
     from server.app import STATE  # late: server.app imports this module
 
     return getattr(app.get(STATE), "stt", None)
@@ -96,7 +97,7 @@ def _keep(transcript: Transcript) -> list[dict[str, Any]]:
 
 
 async def transcribe_handler(request: web.Request) -> web.Response:
-    config = request.app.get("config")
+    config = request.app.get(CONFIG)
     limit = int(getattr(config, "max_upload_bytes", 0) or DEFAULT_MAX_BYTES)
     stt = _find_stt(request.app)
     if stt is None:

@@ -85,18 +85,24 @@ class Pipeline:
     ):
         self.settings = settings or Settings()
         self.engine = engine or PassthroughEngine()
-        if overlap_matting is None:
-            overlap_matting = self.engine.name == "passthrough" or str(self.engine.device).startswith("cuda")
-        self.overlap_matting = overlap_matting
+        self._overlap_matting = overlap_matting
         self.matting = matting
         self._engine_session = self.engine.new_session(self.settings)
         self._matting_session = matting.new_session() if matting is not None else None
         self._pending: Settings | None = None
+        self._pending_engine: Engine | None = None
+        self._pending_matting: Matting | None = None
         self._pending_image: tuple[Any] | None = None  # (encoded image prompt or None,) waiting for the next frame
         self.image_prompt: Any | None = None  # the encoded image prompt the frames use (after the next frame)
         self._lock = threading.Lock()
         self.last_timings_ms: dict[str, float] = {"matte": 0.0, "diffuse": 0.0, "total": 0.0}
         self.frames_processed = 0
+
+    @property
+    def overlap_matting(self) -> bool:
+        if self._overlap_matting is not None:
+            return self._overlap_matting
+        return self.engine.name == "passthrough" or str(self.engine.device).startswith("cuda")
 
     def update(self, partial: dict[str, Any]) -> Settings:
         """Validate a partial change now (raises, changes nothing), apply it before the next frame."""
@@ -119,6 +125,13 @@ class Pipeline:
             self._pending_image = (encoded,)
         return encoded is not None
 
+    def set_engine(self, engine: Engine, matting: Matting | None = None) -> None:
+        """Switch engines between frames (a call that joined while the models loaded gets them when ready)."""
+        with self._lock:
+            self._pending_engine = engine
+            if matting is not None and self.matting is None:
+                self._pending_matting = matting
+
     @property
     def has_image_prompt(self) -> bool:
         """Whether an image prompt is set (or is about to be, at the next frame)."""
@@ -135,6 +148,15 @@ class Pipeline:
         with self._lock:
             new, self._pending = self._pending, None
             image, self._pending_image = self._pending_image, None
+            engine, self._pending_engine = self._pending_engine, None
+            matting, self._pending_matting = self._pending_matting, None
+        if matting is not None:
+            self.matting, self._matting_session = matting, matting.new_session()
+        if engine is not None and engine is not self.engine:
+            self._engine_session.close()
+            self.engine = engine
+            self._engine_session = engine.new_session(new or self.settings)
+            self.image_prompt = None
         if new is not None:
             self._apply_settings(new)
         if image is not None:

@@ -94,3 +94,22 @@ def test_token_rules_and_banner():
     text = banner(ServerConfig(token="abc", https_port=8443), "passthrough", ["no weights"])
     assert "http://127.0.0.1:8080/" in text and ":8443/?token=abc" in text and "no weights" in text
     assert "█" in text or "▀" in text or "▄" in text  # the QR code
+
+
+def test_pipeline_switches_engine_between_frames():
+    """A call that joined while the model loaded moves to it at its next frame, keeping its settings."""
+    import numpy as np
+
+    from speakdraw.engines import EngineOptions, load_engine
+
+    p = Pipeline(Settings(passthrough_effect="invert", width=64, height=64))
+    frame = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    assert np.array_equal(p.process(frame), 255 - frame)
+    tiny, warnings = load_engine(EngineOptions(engine="tiny", device="cpu"))
+    assert warnings == [] and tiny.name == "tiny"
+    p.set_engine(tiny)
+    assert p.engine.name == "passthrough"  # not before the next frame
+    out = p.process(frame)
+    assert p.engine is tiny and out.shape == frame.shape
+    assert not np.array_equal(out, 255 - frame) and not np.array_equal(out, frame)
+    assert p.settings.width == 64  # settings carried over

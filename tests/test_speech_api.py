@@ -11,6 +11,7 @@ from aiohttp import FormData, web
 from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
+from server.keys import CONFIG, STT
 from server.transcribe import decode_audio, transcribe_handler
 from tests.speechdata import SENTENCES, encode, espeak, have_espeak, silence, wer, write_wav
 
@@ -38,8 +39,8 @@ def files(tmp_path_factory, stt):
 @pytest.fixture
 async def client(stt):
     app = web.Application()
-    app["config"] = types.SimpleNamespace(max_upload_bytes=LIMIT)
-    app["stt"] = stt
+    app[CONFIG] = types.SimpleNamespace(max_upload_bytes=LIMIT)
+    app[STT] = stt
     app.router.add_post("/api/transcribe", transcribe_handler)
     async with TestClient(TestServer(app)) as c:
         yield c
@@ -112,7 +113,7 @@ async def test_form_without_file_field_and_server_keeps_serving(client, files):
 
 async def test_no_stt_is_503():
     app = web.Application()
-    app["stt"] = None
+    app[STT] = None
     app.router.add_post("/api/transcribe", transcribe_handler)
     async with TestClient(TestServer(app)) as c:
         resp = await c.post("/api/transcribe", data=b"x")
