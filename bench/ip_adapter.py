@@ -29,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.diffusion import camera_frames  # noqa: E402
 from speakdraw.diffusion import DiffusionEngine, load_diffusion_engine  # noqa: E402
 from speakdraw.diffusion.architectures import OPENCLIP_H_TEXT, SD15_SCHEDULER, SD21_UNET, TAESD  # noqa: E402
 from speakdraw.diffusion.ip_adapter import IPAdapter, detect_family, tiny_adapter_state  # noqa: E402
@@ -58,17 +59,6 @@ VIT_H_VISION = {
     "hidden_act": "gelu",
     "layer_norm_eps": 1e-5,
 }
-
-
-def camera_frames(size: int, count: int = 8) -> list[np.ndarray]:
-    yy, xx = np.mgrid[0:size, 0:size]
-    frames = []
-    for i in range(count):
-        shift = i * size // (4 * count)
-        rgb = np.stack([(xx + shift) % size * 255 // size, yy * 255 // size, (xx + yy) * 127 // (2 * size) + 64], -1)
-        rgb[size // 4 + shift : size // 2 + shift, size // 3 : size // 2] = 220
-        frames.append(rgb.astype(np.uint8))
-    return frames
 
 
 def picture() -> np.ndarray:

@@ -61,13 +61,13 @@ def quadrant_means(img: np.ndarray) -> np.ndarray:
 
 
 class PatternVideoTrack(MediaStreamTrack):
-    """Synthetic camera at `fps`; remembers when each id was sent."""
+    """Synthetic camera at `fps`; remembers when each id was sent. With `image`, it shows that photo instead."""
 
     kind = "video"
 
-    def __init__(self, fps: float = 30.0, width: int = 512, height: int = 512) -> None:
+    def __init__(self, fps: float = 30.0, width: int = 512, height: int = 512, image: np.ndarray | None = None) -> None:
         super().__init__()
-        self.fps, self.width, self.height = fps, width, height
+        self.fps, self.width, self.height, self.image = fps, width, height, image
         self.sent_at: dict[int, float] = {}
         self._count = 0
         self._start: float | None = None
@@ -80,7 +80,8 @@ class PatternVideoTrack(MediaStreamTrack):
         if delay > 0:
             await asyncio.sleep(delay)
         frame_id = self._count % (1 << ID_BITS)
-        frame = VideoFrame.from_ndarray(pattern_frame(frame_id, self.width, self.height), format="rgb24")
+        rgb = self.image if self.image is not None else pattern_frame(frame_id, self.width, self.height)
+        frame = VideoFrame.from_ndarray(rgb, format="rgb24")
         frame.pts = int(self._count * 90000 / self.fps)
         frame.time_base = fractions.Fraction(1, 90000)
         self.sent_at[frame_id] = time.monotonic()

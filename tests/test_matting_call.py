@@ -9,47 +9,18 @@ through VP8 both ways, so they are compared by mean colour with a margin.
 
 from __future__ import annotations
 
-import asyncio
-import fractions
 import json
-import time
 import urllib.request
 
 import numpy as np
 import pytest
-from aiortc import MediaStreamTrack
-from av import VideoFrame
 from skimage import data
 
-from tests.rtc_client import RtcClient
+from tests.rtc_client import PatternVideoTrack, RtcClient
 
 WALL = (slice(20, 200), slice(320, 370))
 FACE = (slice(80, 140), slice(195, 245))
 SUIT = (slice(300, 440), slice(60, 200))
-
-
-class PhotoTrack(MediaStreamTrack):
-    """A camera that keeps showing one photo at `fps`."""
-
-    kind = "video"
-
-    def __init__(self, image: np.ndarray, fps: float = 15.0) -> None:
-        super().__init__()
-        self.image, self.fps = image, fps
-        self.sent_at: dict[int, float] = {}
-        self._count = 0
-        self._start: float | None = None
-
-    async def recv(self) -> VideoFrame:
-        if self._start is None:
-            self._start = time.monotonic()
-        delay = self._start + self._count / self.fps - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        frame = VideoFrame.from_ndarray(self.image, format="rgb24")
-        frame.pts, frame.time_base = int(self._count * 90000 / self.fps), fractions.Fraction(1, 90000)
-        self._count += 1
-        return frame
 
 
 def _mean(img: np.ndarray, region) -> np.ndarray:
@@ -77,7 +48,7 @@ async def test_human_mode_over_the_data_channel_composites_the_person(server):
         assert np.abs(_mean(photo, region) - _mean(inverted, region)).max() > 80
 
     client = RtcClient(server.base, settings={"passthrough_effect": "invert", "mode": "full"})
-    client.video = PhotoTrack(photo)
+    client.video = PatternVideoTrack(fps=15.0, image=photo)  # a camera that keeps showing the photo
     await client.connect()
     try:
         await client.wait_frames(10)
