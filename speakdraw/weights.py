@@ -152,12 +152,17 @@ class EnvPath(Source):
         if not value:
             raise SourceFailed("not set")
         path = Path(value).expanduser()
-        if not path.exists():
-            raise SourceFailed(f"{path} does not exist")
-        problem = weight.check(path)
-        if problem:
-            raise SourceFailed(problem)
-        return path
+        return _usable(path, weight, f"{path} does not exist")
+
+
+def _usable(path: Path, weight: Weight, missing: str) -> Path:
+    """A local file or folder used in place, if it exists and passes the weight's check."""
+    if not path.exists():
+        raise SourceFailed(missing)
+    problem = weight.check(path)
+    if problem:
+        raise SourceFailed(problem)
+    return path
 
 
 @dataclass(frozen=True)
@@ -170,13 +175,7 @@ class LocalPath(Source):
         return f"local {self.path}"
 
     def locate(self, weight: Weight) -> Path | None:
-        path = Path(self.path).expanduser()
-        if not path.exists():
-            raise SourceFailed("not present")
-        problem = weight.check(path)
-        if problem:
-            raise SourceFailed(problem)
-        return path
+        return _usable(Path(self.path).expanduser(), weight, "not present")
 
 
 @dataclass(frozen=True)
