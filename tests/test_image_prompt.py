@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
-import torch
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -44,11 +43,8 @@ def sd2_engine():
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_torch_thread(torch_one_thread):
+    """Tiny models: one thread is faster and leaves the other core to the rest of the suite."""
 
 
 class App:

@@ -11,7 +11,6 @@ format loads through the weight registry, and families without an adapter say wh
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -39,11 +38,8 @@ SIZE = 64
 
 
 @pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_torch_thread(torch_one_thread):
+    """Tiny models: one thread is faster and leaves the other core to the rest of the suite."""
 
 
 @pytest.fixture(scope="module")
