@@ -78,9 +78,9 @@ class AppState:
             except Exception as exc:
                 self.warnings.append(f"matting unavailable, 'human' mode repaints the whole frame: {exc}")
                 log.warning("matting unavailable: %s", exc)
-        if config.stt != "off":  # speech: Whisper + Silero VAD, one shared speech thread (server/audio.py)
+        if config.stt != "off":  # speech: Whisper + Silero VAD, one shared speech thread (server/call_speech.py)
             try:
-                from server.audio import load_speech, speech_listener_factory
+                from server.call_speech import load_speech, speech_listener_factory
 
                 stt, vad = load_speech(config.stt, config.stt_model, config.device)
                 self.stt = stt

@@ -46,7 +46,7 @@ class Session:
         self.channel = None
         self.processor: VideoProcessor | None = None
         self.output_track: TransformedVideoTrack | None = None
-        self.audio = None  # server.audio.AudioListener when speech is on
+        self.audio = None  # server.call_speech.AudioListener when speech is on
         self._tasks: set[asyncio.Task] = set()
         self._closing = False
         self.closed = asyncio.Event()

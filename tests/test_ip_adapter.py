@@ -18,13 +18,10 @@ import torch
 from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
 
 from speakdraw.diffusion import DiffusionEngine, build_components, load_diffusion_engine
+from speakdraw.diffusion.families import SD2, SD15, SDXL, detect_family
 from speakdraw.diffusion.ip_adapter import (
-    SD2,
-    SD15,
-    SDXL,
     AdapterMismatch,
     IPAdapter,
-    detect_family,
     read_adapter_file,
     tiny_adapter_state,
     tiny_image_encoder,

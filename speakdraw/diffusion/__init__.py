@@ -1,109 +1,17 @@
 """Real-time img2img: StreamDiffusion over diffusers, for the `sd-turbo` and `tiny` engines.
 
-`load_diffusion_engine(options)` loads the modules once (or raises `EngineUnavailable`
-saying why and what to do); `engine.new_session(settings)` gives each call its own
-stream. See `engine.py` for the per-frame path and `stream_state.py` for what each
-settings change re-prepares.
+Exports only. `loader.load_diffusion_engine(options)` loads the modules once (or raises
+`EngineUnavailable` saying why and what to do); `engine.new_session(settings)` gives each
+call its own stream. `engine.py` holds the per-frame path, `stream_state.py` what each
+settings change re-prepares, `families.py` how SD 1.5 / SD 2.x / SDXL are told apart.
 """
 
-from __future__ import annotations
-
-import logging
-
-from speakdraw.diffusion.acceleration import ACCELERATIONS, apply_acceleration, preflight
+from speakdraw.diffusion.acceleration import ACCELERATIONS
 from speakdraw.diffusion.architectures import Components, build_components
 from speakdraw.diffusion.engine import DiffusionEngine, DiffusionSession
-from speakdraw.diffusion.ip_adapter import (
-    SD15,
-    AdapterMismatch,
-    IPAdapter,
-    detect_family,
-    load_registry_adapter,
-    tiny_adapter_state,
-    tiny_image_encoder,
-    unavailable_reason,
-)
-from speakdraw.diffusion.loading import (
-    DEFAULT_LCM_LORA,
-    DEFAULT_MODEL,
-    DEFAULT_TAESD,
-    LOADS,
-    TINY_MODELS,
-    load_pretrained,
-    load_tiny,
-    resolve_device,
-    resolve_dtype,
-)
+from speakdraw.diffusion.loader import attach_ip_adapter, load_diffusion_engine
+from speakdraw.diffusion.loading import DEFAULT_MODEL, LOADS
 from speakdraw.diffusion.stream_state import t_index_list
-from speakdraw.engines import EngineUnavailable
-from speakdraw.engines.base import EngineOptions
-
-log = logging.getLogger(__name__)
-
-
-def load_diffusion_engine(options: EngineOptions) -> DiffusionEngine:
-    """Load 'sd-turbo' or 'tiny' as `options` says; raises EngineUnavailable when it cannot be had.
-
-    `options.extra` may hold `dtype` ('float16'...), `taesd` (hub id or folder of the
-    tiny autoencoder), `warmup_size` ((w, h) for compile/TensorRT warm-up),
-    `lcm_lora` (SD 1.5 models: True for `latent-consistency/lcm-lora-sdv1-5`, or a hub id /
-    folder / .safetensors file; fused into the UNet at load) and `ip_adapter` ('auto'
-    default: SD 1.5-family models load IP-Adapter through the weight registry, `tiny-sd15`
-    builds a tiny random one in-process; 'registry': the registry for tiny-sd15 too;
-    'off'). `--engine tiny --model tiny-sd15` is the SD 1.5-shaped tiny model.
-    """
-    if options.engine not in ("sd-turbo", "tiny"):
-        raise ValueError(f"not a diffusion engine: {options.engine!r}")
-    device = resolve_device(options.device)
-    dtype = resolve_dtype(device, options.extra.get("dtype"))
-    preflight(options.acceleration, device)
-    if options.engine == "tiny":
-        variant = options.model if options.model in TINY_MODELS else "tiny"
-        components = load_tiny(use_taesd=options.use_taesd, device=device, model=variant)
-        model_id = f"{variant} (random weights, built from config)"
-    else:
-        variant = None
-        taesd = options.extra.get("taesd", DEFAULT_TAESD)
-        lcm = options.extra.get("lcm_lora")
-        lcm = DEFAULT_LCM_LORA if lcm is True else (lcm or None)
-        components = load_pretrained(options.model, use_taesd=options.use_taesd, taesd=taesd, dtype=dtype, lcm_lora=lcm)
-        model_id = options.model + (f" + {lcm}" if lcm else "")
-    engine = DiffusionEngine(components, name=options.engine, model_id=model_id, device=device, dtype=dtype)
-    engine.family = detect_family(components.unet.config)
-    attach_ip_adapter(engine, options, tiny=variant)
-    warmup_size = tuple(options.extra.get("warmup_size", (512, 512)))
-    apply_acceleration(engine, options.acceleration, warmup_size, options.extra.get("compile_mode"))
-    log.info("diffusion engine %s ready: %s on %s (%s, %s)", engine.name, model_id, device, dtype, options.acceleration)
-    return engine
-
-
-def attach_ip_adapter(engine: DiffusionEngine, options: EngineOptions, tiny: str | None = None) -> None:
-    """Load the family's IP-Adapter onto the engine's UNet, or record why image prompts are off.
-
-    Never fails the engine: without an adapter, the engine works and the page shows the reason.
-    """
-    mode = options.extra.get("ip_adapter", "auto")
-    reason = unavailable_reason(engine.family)
-    if mode == "off":
-        reason = "image prompts are turned off on this server"
-    elif options.acceleration in ("xformers", "tensorrt"):
-        reason = reason or f"image prompts do not work with --acceleration {options.acceleration} (use none or compile)"
-    if reason:
-        engine.ip_reason = reason
-        return
-    try:
-        if tiny and mode != "registry":
-            encoder = tiny_image_encoder()
-            state = tiny_adapter_state(engine.unet, encoder.config.projection_dim)
-            engine.ip_adapter = IPAdapter(engine.unet, state, encoder, source="tiny (random, built in-process)")
-        else:
-            engine.ip_adapter = load_registry_adapter(engine.unet, SD15)
-        engine.ip_reason = None
-        log.info("IP-Adapter ready: %s", engine.ip_adapter.source)
-    except (EngineUnavailable, AdapterMismatch, OSError, ValueError) as exc:
-        engine.ip_reason = f"the IP-Adapter for this model could not be loaded: {exc}"
-        log.warning("image prompts off: %s", engine.ip_reason)
-
 
 __all__ = [
     "ACCELERATIONS",
@@ -112,6 +20,7 @@ __all__ = [
     "Components",
     "DiffusionEngine",
     "DiffusionSession",
+    "attach_ip_adapter",
     "build_components",
     "load_diffusion_engine",
     "t_index_list",

@@ -17,7 +17,7 @@ import torch
 from streamdiffusion import StreamDiffusion
 
 from speakdraw.diffusion.engine import DiffusionEngine
-from speakdraw.engines import EngineUnavailable
+from speakdraw.engines.base import EngineUnavailable
 from speakdraw.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -42,11 +42,7 @@ from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWi
 
 log = logging.getLogger(__name__)
 
-SD15, SD2, SDXL = "sd15", "sd2", "sdxl"
-FAMILY_NAMES = {SD15: "SD 1.5", SD2: "SD 2.x", SDXL: "SDXL"}
 NUM_TOKENS = 4  # ip-adapter_sd15.bin projects to 4 tokens
-# registry names (speakdraw.weights) of the adapter + image encoder each family can use
-ADAPTER_WEIGHTS = {SD15: ("ip-adapter-sd15", "ip-adapter-image-encoder")}
 
 # A tiny CLIP vision tower with ViT-H's layout (pre-LN ViT + projection), for tests and CI.
 TINY_VISION: dict[str, Any] = {
@@ -63,40 +59,6 @@ TINY_VISION: dict[str, Any] = {
 
 class AdapterMismatch(ValueError):
     """An adapter state dict that does not fit this UNet or image encoder (the message says how)."""
-
-
-def detect_family(unet_config: Mapping[str, Any], text_config: Any = None) -> str:
-    """'sd15', 'sd2' or 'sdxl' from a UNet config (and the text encoder's, when given).
-
-    Full-size models are told apart by their cross-attention width (768 = CLIP ViT-L,
-    SD 1.x; 1024 = OpenCLIP ViT-H, SD 2.x; 2048 = SDXL's two encoders) and SDXL's
-    `text_time` added embedding. Models with another width (the tiny test models) go by
-    the remaining structural difference: SD 2.x UNets project into their transformers
-    with a linear layer (`use_linear_projection`), SD 1.x with a 1x1 conv.
-    """
-    width = unet_config.get("cross_attention_dim")
-    if isinstance(width, (list, tuple)):
-        width = width[0]
-    if unet_config.get("addition_embed_type") == "text_time" or width == 2048:
-        return SDXL
-    if width == 768:
-        return SD15
-    if width == 1024:
-        return SD2
-    return SD2 if unet_config.get("use_linear_projection") else SD15
-
-
-def unavailable_reason(family: str) -> str | None:
-    """Why a family has no image prompts in this engine (None when it has)."""
-    if family in ADAPTER_WEIGHTS:
-        return None
-    name = FAMILY_NAMES.get(family, family)
-    if family == SD2:
-        return (
-            f"the loaded model is {name} (sd-turbo is SD 2.1): IP-Adapter has no official weights for it; "
-            "image prompts need an SD 1.5-family model (e.g. --model <SD 1.5 id or folder>)"
-        )
-    return f"image prompts are not supported for {name} models in this engine; use an SD 1.5-family model"
 
 
 # ----------------------------------------------------------------------------- attention
@@ -348,20 +310,3 @@ def tiny_adapter_state(unet: UNet2DConditionModel, clip_dim: int, seed: int = 0)
             for k, v in layer.state_dict().items():
                 state["ip_adapter"][f"{2 * key_id + 1}.{k}"] = v.detach().clone()
     return state
-
-
-def load_registry_adapter(unet: UNet2DConditionModel, family: str) -> IPAdapter:
-    """The family's adapter + image encoder through `speakdraw.weights` (local copies first, then the hub).
-
-    Raises EngineUnavailable (offline and not cached, ...) or AdapterMismatch.
-    """
-    from speakdraw.diffusion.loading import registry_folder
-
-    reason = unavailable_reason(family)
-    if reason:
-        raise AdapterMismatch(reason)
-    adapter_name, encoder_name = ADAPTER_WEIGHTS[family]
-    adapter_file = registry_folder(adapter_name)
-    encoder_folder = registry_folder(encoder_name)
-    encoder = CLIPVisionModelWithProjection.from_pretrained(encoder_folder, torch_dtype=unet.dtype)
-    return IPAdapter(unet, read_adapter_file(adapter_file), encoder, source=f"{adapter_file} + {encoder_folder}")

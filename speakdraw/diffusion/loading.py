@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from speakdraw.diffusion.architectures import Components, build_components
-from speakdraw.engines import EngineUnavailable
+from speakdraw.diffusion.families import SD15, SDXL, detect_family
+from speakdraw.engines.base import EngineUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +148,6 @@ def check_family(folder: Path) -> str:
     """The model family from `unet/config.json`; SDXL is refused before any weight is read."""
     import json
 
-    from speakdraw.diffusion.ip_adapter import SDXL, detect_family
-
     try:
         config = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -173,8 +172,6 @@ def lora_source(lcm_lora: str) -> tuple[str, str]:
 
 def fuse_lcm_lora(pipe, lcm_lora: str, family: str) -> None:
     """Load an LCM-LoRA into the pipeline's UNet and fuse it (no per-frame LoRA cost)."""
-    from speakdraw.diffusion.ip_adapter import SD15
-
     if family != SD15:
         raise EngineUnavailable(f"LCM-LoRA {lcm_lora} is for SD 1.5-family models; the loaded model is {family}")
     folder, weight_name = lora_source(lcm_lora)

@@ -1,39 +1,67 @@
-"""Engine selection (`--engine`): sd-turbo, tiny, passthrough, with a fallback that never blocks start-up."""
+"""Engine selection (`--engine`): a table of names to lazy loaders, with a fallback that never blocks start-up.
+
+A new engine joins `ENGINES` with one line: its name and a function that imports and
+loads it (so `passthrough` never pays for importing torch/diffusers).
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
-from speakdraw.engines.base import Engine, EngineOptions, EngineSession, ImagePromptUnavailable
+from speakdraw.engines.base import Engine, EngineOptions, EngineSession, EngineUnavailable, ImagePromptUnavailable
 from speakdraw.engines.passthrough import PassthroughEngine
 
 log = logging.getLogger(__name__)
 
-ENGINE_NAMES = ("sd-turbo", "tiny", "passthrough")
+
+def _diffusion(options: EngineOptions) -> Engine:
+    from speakdraw.diffusion.loader import load_diffusion_engine
+
+    return load_diffusion_engine(options)
 
 
-class EngineUnavailable(RuntimeError):
-    """The engine's weights or packages cannot be had here; the message says why and what to do."""
+def _passthrough(options: EngineOptions) -> Engine:
+    return PassthroughEngine(options.simulate_cost_ms)
+
+
+ENGINES: dict[str, Callable[[EngineOptions], Engine]] = {
+    "sd-turbo": _diffusion,
+    "tiny": _diffusion,
+    "passthrough": _passthrough,
+}
+ENGINE_NAMES = tuple(ENGINES)
+FALLBACKS = ("passthrough",)  # tried in order when the requested engine cannot be had
 
 
 def load_engine(options: EngineOptions) -> tuple[Engine, list[str]]:
-    """Load the requested engine; on EngineUnavailable fall back to passthrough and say why."""
-    if options.engine not in ENGINE_NAMES:
-        raise ValueError(f"unknown engine {options.engine!r}; choose one of {', '.join(ENGINE_NAMES)}")
-    if options.engine == "passthrough":
-        return PassthroughEngine(options.simulate_cost_ms), []
+    """Load the requested engine; on EngineUnavailable fall back (`FALLBACKS`, in order) and say why."""
+    loader = ENGINES.get(options.engine)
+    if loader is None:
+        raise ValueError(f"unknown engine {options.engine!r}; choose one of {', '.join(ENGINES)}")
     try:
-        from speakdraw.diffusion import load_diffusion_engine
-
-        return load_diffusion_engine(options), []
+        return loader(options), []
     except EngineUnavailable as exc:
-        warning = f"engine {options.engine!r} unavailable, serving passthrough: {exc}"
+        reason = exc
+    warnings: list[str] = []
+    for name in FALLBACKS:
+        if name == options.engine:
+            continue
+        try:
+            engine = ENGINES[name](options)
+        except EngineUnavailable as exc:
+            warnings.append(f"fallback engine {name!r} unavailable too: {exc}")
+            continue
+        warning = f"engine {options.engine!r} unavailable, serving {name}: {reason}"
         log.warning(warning)
-        return PassthroughEngine(options.simulate_cost_ms), [warning]
+        return engine, [warning, *warnings]
+    raise EngineUnavailable(f"no engine can run: {reason}; {'; '.join(warnings)}")
 
 
 __all__ = [
+    "ENGINES",
     "ENGINE_NAMES",
+    "FALLBACKS",
     "Engine",
     "EngineOptions",
     "EngineSession",

@@ -8,12 +8,17 @@ frame to frame (prompt embeddings, stream-batch buffers, noise) lives in an
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from speakdraw.settings import Settings
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine's weights or packages cannot be had here; the message says why and what to do."""
 
 
 class ImagePromptUnavailable(RuntimeError):
@@ -69,6 +74,15 @@ class Engine(ABC):
     def image_prompt_status(self) -> str | None:
         """None when image prompts work on this engine, else the reason they do not."""
         return f"the {self.name} engine does no diffusion, so it takes no image prompts"
+
+    def process_batch(self, items: Sequence[tuple[EngineSession, np.ndarray]]) -> list[np.ndarray]:
+        """One device step for the newest frame of several calls (all frames the same shape).
+
+        The capacity scheduler calls this with one frame per session. Each output must be what
+        `session.process(frame)` gives alone; engines that gain from batching (one UNet call
+        across calls, one ONNX run) override it. Raises if the whole step fails.
+        """
+        return [session.process(frame) for session, frame in items]
 
     def encode_image_prompt(self, rgb: np.ndarray) -> Any:
         """Encode an HxWx3 uint8 image once (shared encoder); any session can then use the result."""

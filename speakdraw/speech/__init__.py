@@ -1,6 +1,6 @@
 """Speech: call audio → 16 kHz mono → Silero VAD → utterances → Whisper → transcripts and commands.
 
-No aiohttp/aiortc/av here; `server/audio.py` feeds `Transcriber` from the call's track.
+No aiohttp/aiortc/av here; `server/call_speech.py` feeds `Transcriber` from the call's track.
 """
 
 from speakdraw.speech.audio import SAMPLE_RATE, Resampler, resample

@@ -1,7 +1,7 @@
 """PCM helpers: any int16/float PCM, any rate, mono or interleaved → float32 mono at 16 kHz.
 
 Whisper and Silero VAD both want 16 kHz mono float32. The server gets its audio already
-resampled by PyAV (`server/audio.py`), but `speakdraw` must not import av, so callers
+resampled by PyAV (`server/call_speech.py`), but `speakdraw` must not import av, so callers
 from a notebook or a test (espeak-ng at 22.05 kHz, a 48 kHz wav) use this streaming
 resampler: a windowed-sinc low-pass (no aliasing when going down from 48 kHz) then
 linear interpolation, with state carried across chunks so chunked output matches
