@@ -26,7 +26,7 @@ from av import VideoFrame
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from server.mjpeg import encode_jpeg  # noqa: E402
+from server.routes.mjpeg import encode_jpeg  # noqa: E402
 from tests.mjpeg_client import NoisyPatternTrack, read_parts  # noqa: E402
 from tests.rtc_client import RtcClient, pattern_frame  # noqa: E402
 from tests.serverproc import ServerProcess  # noqa: E402

@@ -1,4 +1,10 @@
-"""Bearer-token access for /api/* on listeners that need it."""
+"""Bearer-token access for /api/*, /whip and /whep on listeners that need it.
+
+A listener bound to loopback needs no token (the desktop's own browser), unless `--token` was
+given. A request that came through a proxy (`Forwarded`, `X-Forwarded-For`, `X-Real-IP`) is not
+"loopback" whatever its socket address: a local reverse proxy or tunnel would otherwise expose
+the API to the world; such a request needs the token, and is refused when none is configured.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,10 @@ import secrets
 from aiohttp import web
 
 from server.errors import json_error
-from server.keys import CONFIG, LISTENER_HOSTS
+from server.state import LISTENER_HOSTS, STATE
+
+PROTECTED_PREFIXES = ("/api/", "/whip", "/whep")
+PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP", "X-Forwarded-Host")
 
 
 def new_token() -> str:
@@ -22,16 +31,40 @@ def request_token(request: web.Request) -> str | None:
     return request.query.get("token")
 
 
+def _as_bytes(text: str) -> bytes:
+    """Header text as the bytes that came in (aiohttp keeps undecodable bytes as surrogates)."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def token_matches(given: str, expected: str) -> bool:
+    try:
+        return hmac.compare_digest(_as_bytes(given), _as_bytes(expected))
+    except (UnicodeError, TypeError):  # bytes no header could carry: not the token
+        return False
+
+
+def proxied(request: web.Request) -> bool:
+    return any(name in request.headers for name in PROXY_HEADERS)
+
+
 @web.middleware
 async def token_middleware(request: web.Request, handler) -> web.StreamResponse:
-    config = request.app[CONFIG]
-    if request.path.startswith("/api/") and config.token:
-        sockname = request.transport.get_extra_info("sockname") if request.transport else None
-        listener_host = request.app[LISTENER_HOSTS].get(sockname[1] if sockname else None, config.https_host)
-        if config.token_required_on(listener_host):
-            given = request_token(request)
-            if given is None:
-                return json_error(401, "unauthorized", "missing token: send 'Authorization: Bearer <token>' or ?token=")
-            if not hmac.compare_digest(given.encode(), config.token.encode()):
-                return json_error(401, "unauthorized", "wrong token")
+    if not request.path.startswith(PROTECTED_PREFIXES):
+        return await handler(request)
+    config = request.app[STATE].config
+    via_proxy = proxied(request)
+    if not config.token:
+        if via_proxy:
+            return json_error(
+                401, "unauthorized", "requests through a proxy need a token; start the server with --token"
+            )
+        return await handler(request)
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    listener_host = request.app[LISTENER_HOSTS].get(sockname[1] if sockname else None, config.https_host)
+    if via_proxy or config.token_required_on(listener_host):
+        given = request_token(request)
+        if given is None:
+            return json_error(401, "unauthorized", "missing token: send 'Authorization: Bearer <token>' or ?token=")
+        if not token_matches(given, config.token):
+            return json_error(401, "unauthorized", "wrong token")
     return await handler(request)

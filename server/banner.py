@@ -37,3 +37,9 @@ def banner(config: ServerConfig, engine: str, warnings: list[str]) -> str:
         qr.print_ascii(out=out, invert=True)
         text += out.getvalue()
     return text
+
+
+def models_line(engine: str, warnings: list[str]) -> str:
+    """Printed when the models finish loading, after the banner."""
+    lines = [f"SpeakDraw models ready: engine {engine}"] + [f"  warning: {w}" for w in warnings]
+    return "\n".join(lines)

@@ -7,7 +7,7 @@ buffer: no model code ever runs on the event loop. The transcriber reports from 
 shared speech thread; the listener hops each event back onto the loop with
 `call_soon_threadsafe` and gives it to `on_event` (a callable or a coroutine function).
 
-`speech_listener_factory(...)` is what `AppState.audio_listener_factory` holds: it
+`speech_listener_factory(...)` is what `AppState.speech_factory` holds: it
 builds one listener per session whose events go out as `transcript` messages and
 whose finals become settings changes (spoken commands) or the prompt
 (`apply_transcript`).
@@ -164,7 +164,7 @@ def speech_listener_factory(
     options: TranscriberOptions | None = None,
     on_event: Callable[[Any, TranscriptEvent], Any] = apply_transcript,
 ) -> Callable[[Any, MediaStreamTrack], AudioListener]:
-    """`factory(session, track) -> AudioListener` for `AppState.audio_listener_factory`."""
+    """`factory(session, track) -> AudioListener` for `AppState.speech_factory`."""
     worker = worker or default_worker()
 
     def factory(session: Any, track: MediaStreamTrack) -> AudioListener:

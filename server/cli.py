@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--matting", default="rvm", choices=["rvm", "off"])
     serve.add_argument("--ice-server", action="append", default=[], metavar="URL", help="STUN/TURN URL (repeat)")
     serve.add_argument("--max-sessions", type=int, default=8)
+    serve.add_argument(
+        "--min-fps", type=float, default=8.0, help="refuse a call that would push every call below this (default 8)"
+    )
     serve.add_argument("--simulate-model-ms", type=float, default=0.0, help=argparse.SUPPRESS)
     serve.add_argument("--log-level", default="info")
     models = sub.add_parser("models", help="list, pull or locate weights", add_help=False)
@@ -86,6 +89,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         ice_servers=list(args.ice_server),
         simulate_model_ms=args.simulate_model_ms,
         max_sessions=args.max_sessions,
+        min_fps=args.min_fps,
     )
     beyond_loopback = config.https_port or not is_loopback(config.host)
     if beyond_loopback and not config.token:
@@ -96,10 +100,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 async def serve(config: ServerConfig) -> None:
     from aiohttp import web
 
-    from server.app import STATE, create_app
-    from server.banner import banner
+    from server.app import create_app
+    from server.banner import banner, models_line
     from server.certs import ensure_self_signed
-    from server.keys import LOAD_TASK
+    from server.state import LOAD_TASK, STATE
 
     app = create_app(config)
     runner = web.AppRunner(app, handle_signals=False)
@@ -117,10 +121,12 @@ async def serve(config: ServerConfig) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     stopping = asyncio.ensure_future(stop.wait())
+    state = app[STATE]
+    # The listeners are up: say where to go now; the models follow (minutes on a first run).
+    print(banner(config, f"{config.engine} (loading; calls get passthrough until it is ready)", []), flush=True)
     await asyncio.wait([app[LOAD_TASK], stopping], return_when=asyncio.FIRST_COMPLETED)
     if not stop.is_set():
-        state = app[STATE]
-        print(banner(config, state.engine_name(), state.warnings), flush=True)
+        print(models_line(state.engine_name(), state.warnings), flush=True)
     await stopping
     log.info("shutting down")
     await runner.cleanup()

@@ -45,8 +45,10 @@ class ServerConfig:
     ice_servers: list[str] = field(default_factory=list)
     simulate_model_ms: float = 0.0
     max_sessions: int = 8
+    min_fps: float = 8.0  # admission floor: a call that would push every call below it is refused
     max_offer_bytes: int = 256 * 1024
-    max_upload_bytes: int = 10 * 1024 * 1024
+    max_upload_bytes: int = 10 * 1024 * 1024  # audio files for /api/transcribe
+    max_image_bytes: int = 8 * 1024 * 1024  # image prompts
     max_message_bytes: int = 64 * 1024
 
     def token_required_on(self, listener_host: str) -> bool:

@@ -39,6 +39,10 @@ def handle_message(raw: str | bytes, target: SettingsTarget, max_bytes: int) -> 
         message = json.loads(raw)
     except json.JSONDecodeError as exc:
         return error("bad_json", f"not valid JSON: {exc.msg} at position {exc.pos}")
+    except RecursionError:
+        return error("too_deep", "JSON nested too deeply")
+    except ValueError as exc:  # e.g. numbers too long to convert
+        return error("bad_json", f"not valid JSON: {exc}")
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         return error("bad_message", 'expected a JSON object with a string "type"')
     kind = message["type"]

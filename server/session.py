@@ -1,7 +1,9 @@
 """One call: its RTCPeerConnection, `control` data channel, pipeline and media tasks.
 
-Everything a session owns is released by `close()`, whichever way the call ends:
-hang-up (DELETE), ICE/DTLS failure, the browser going away, or server shutdown.
+Everything a session owns is released by `close()`, whichever way the call ends: hang-up
+(DELETE), ICE/DTLS failure, the browser going away, its camera track ending, no connection
+within `connect_timeout_s`, or server shutdown. Teardown runs in a fixed order, each step in
+its own `finally`, and the engine session is closed on the device thread that runs its frames.
 """
 
 from __future__ import annotations
@@ -13,16 +15,27 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from server import control
+from server.faults import FrameFaults
 from server.tracks import TransformedVideoTrack, VideoProcessor
 from speakdraw.pipeline import Pipeline
 
+if TYPE_CHECKING:  # typing only: server/state.py imports this module
+    from server.call_speech import AudioListener
+    from server.state import AppState
+
 log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 20.0
+PIPELINE_CLOSE_WAIT_S = 1.0
+HINT_CHANGE = 0.15  # a share that moved by more than this fraction is sent again
+IGNORE_FACTOR = 1.5  # a sender above hint * this (+ 3 fps) for IGNORE_AFTER_S is ignoring it
+IGNORE_AFTER_S = 3.0
 
 
 class Session:
@@ -33,7 +46,13 @@ class Session:
         """Peer connections not yet closed (a leak shows here)."""
         return sum(1 for pc in cls._peer_connections if pc.connectionState != "closed")
 
-    def __init__(self, app_state: Any, pipeline: Pipeline, on_closed: Callable[[Session], None]) -> None:
+    def __init__(
+        self,
+        app_state: AppState,
+        pipeline: Pipeline,
+        on_closed: Callable[[Session], None],
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    ) -> None:
         self.id = uuid.uuid4().hex
         self.state = app_state
         self.config = app_state.config
@@ -46,11 +65,16 @@ class Session:
         self.channel = None
         self.processor: VideoProcessor | None = None
         self.output_track: TransformedVideoTrack | None = None
-        self.audio = None  # server.call_speech.AudioListener when speech is on
+        self.audio: AudioListener | None = None  # when speech is on and loaded
+        self._audio_track: MediaStreamTrack | None = None
+        self.faults = FrameFaults(self)
+        self.hint: dict[str, Any] | None = None  # the last `send` message
+        self._over_hint_since: float | None = None
         self._tasks: set[asyncio.Task] = set()
         self._closing = False
         self.closed = asyncio.Event()
         self.created = time.monotonic()
+        self.connect_timeout_s = connect_timeout_s
         self._wire_events()
 
     # ---- wiring -----------------------------------------------------------------------
@@ -65,21 +89,29 @@ class Session:
 
             @channel.on("message")
             def on_message(message) -> None:
-                reply = control.handle_message(message, self, self.config.max_message_bytes)
+                try:
+                    reply = control.handle_message(message, self, self.config.max_message_bytes)
+                except Exception as exc:  # the boundary: never let a message end the call
+                    log.exception("session %s: control message failed", self.id[:8])
+                    reply = control.error("internal_error", f"the server could not take this message: {exc}")
                 if reply is not None:
                     self.send(reply)
 
             self.send(self.status_message())
+            if self.hint is not None:
+                self.send(self.hint)
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "video" and self.processor is None:
-                observer = getattr(self.state, "observer", None)  # server.metrics, when set up
-                self.processor = VideoProcessor(track, self.pipeline, self.state.video_executor, observer)
+                self.processor = VideoProcessor(
+                    track, self.pipeline, self.state.workers.scheduler, self.state.observer, self.faults
+                )
                 self.output_track = TransformedVideoTrack(self.processor)
                 pc.addTrack(self.output_track)
-            elif track.kind == "audio" and self.audio is None:
-                self._start_audio(track)
+            elif track.kind == "audio" and self._audio_track is None:
+                self._audio_track = track
+                self._spawn(self._audio(track))
             else:
                 self._spawn(self._drain(track))
 
@@ -89,14 +121,18 @@ class Session:
             if pc.connectionState in ("failed", "closed"):
                 await self.close()
 
-    def _start_audio(self, track: MediaStreamTrack) -> None:
-        """Speech on: an AudioListener reads the track; off: drain it so aiortc's queue never grows."""
-        factory = getattr(self.state, "audio_listener_factory", None)
-        if factory is None:
-            self.audio = True
-            self._spawn(self._drain(track))
+    async def _audio(self, track: MediaStreamTrack) -> None:
+        """Read the mic until speech is loaded (it may still be loading when the call joins), then hand
+        the track to a speech listener; with speech off, read it to the end so aiortc's queue never grows."""
+        try:
+            while self.state.speech_factory is None:
+                if self.state.engine_ready and self.state.stt is None:  # speech is off or failed: just drain
+                    await self._drain(track)
+                    return
+                await track.recv()
+        except MediaStreamError:
             return
-        self.audio = factory(self, track)
+        self.audio = self.state.speech_factory(self, track)
         self.audio.start()
 
     async def _drain(self, track: MediaStreamTrack) -> None:
@@ -122,14 +158,46 @@ class Session:
         await self.pc.setLocalDescription(answer)
         self.processor.start()
         self._spawn(self._stats_loop())
+        self._spawn(self._watch())
+        self.update_hint()
         return self.pc.localDescription
+
+    async def _watch(self) -> None:
+        """Close the call when it never connects, or when its camera track ends."""
+        assert self.processor is not None
+        try:
+            await asyncio.wait_for(self._connected(), self.connect_timeout_s)
+        except asyncio.TimeoutError:
+            log.info("session %s: not connected after %.0f s, closing", self.id[:8], self.connect_timeout_s)
+            self._spawn_close()
+            return
+        await self.processor.ended.wait()
+        log.info("session %s: camera track ended, closing", self.id[:8])
+        self._spawn_close()
+
+    async def _connected(self) -> None:
+        while self.pc.connectionState != "connected":
+            await asyncio.sleep(0.1)
+
+    def _spawn_close(self) -> None:
+        # not self._spawn: close() cancels the session's own tasks
+        asyncio.get_running_loop().create_task(self.close())
+
+    def models_ready(self) -> None:
+        """The models finished loading: switch at the next frame, and say so."""
+        self.pipeline.set_engine(self.state.current_engine(), self.state.matting)
+        self.send(self.status_message())
 
     # ---- control channel --------------------------------------------------------------
     def update_settings(self, partial: dict[str, Any]) -> dict[str, Any]:
-        return self.pipeline.update(partial).model_dump()
+        settings = self.pipeline.update(partial).model_dump()
+        self.faults.settings_changed()
+        if {"width", "height"} & set(partial):
+            self.update_hint(force=True)
+        return settings
 
     def send(self, message: dict[str, Any]) -> None:
-        observer = getattr(self.state, "observer", None)
+        observer = self.state.observer
         if observer is not None:
             observer.message_sent(message)  # counts errors by code and transcripts
         channel = self.channel
@@ -140,12 +208,67 @@ class Session:
                 log.debug("session %s: send failed", self.id[:8], exc_info=True)
 
     def status_message(self, message: str | None = None) -> dict[str, Any]:
-        engine = self.state.engine_name()
+        engine = self.pipeline.next_engine.name if self.state.engine_ready else self.state.engine_name()
         ready = self.state.engine_ready
         if message is None:
             warnings = self.state.warnings
             message = "; ".join(warnings) if warnings else ("ready" if ready else f"loading {engine}")
         return {"type": "status", "engine": engine, "ready": ready, "message": message}
+
+    # ---- back-pressure ----------------------------------------------------------------
+    def update_hint(self, force: bool = False) -> None:
+        """Send `{"type":"send"}` when the call starts and whenever its share of the device moved (calls
+        joined or left, measured costs changed); then check that the sender honours it."""
+        capacity = self.state.workers.capacity
+        share = capacity.share()
+        s = self.pipeline.current
+        side = max(s.width, s.height)
+        old = self.hint
+        if (
+            force
+            or old is None
+            or abs(share - old["max_fps"]) > HINT_CHANGE * old["max_fps"]
+            or old["max_side"] != side
+        ):
+            calls = max(1, capacity.calls)
+            self.hint = {
+                "type": "send",
+                "max_fps": round(share, 1),
+                "max_side": side,
+                "reason": f"{calls} call{'s' if calls > 1 else ''} share this device; frames are made at {side} px",
+            }
+            self.send(self.hint)
+        self._check_sender(share)
+
+    def _check_sender(self, share: float) -> None:
+        p = self.processor
+        if p is None or self.hint is None:
+            return
+        now = time.monotonic()
+        over = p.stats.fps_in.rate() > share * IGNORE_FACTOR + 3.0
+        if not over:
+            self._over_hint_since = None
+            if p.max_fps is not None:
+                p.max_fps = share  # keep its limit at its share
+            return
+        if self._over_hint_since is None:
+            self._over_hint_since = now
+        elif now - self._over_hint_since > IGNORE_AFTER_S and p.max_fps is None:
+            p.max_fps = share
+            log.info(
+                "session %s ignores the send hint (%.1f fps > %.1f): limiting it",
+                self.id[:8],
+                p.stats.fps_in.rate(),
+                share,
+            )
+            self.send(
+                self.status_message(
+                    f"this sender sends {p.stats.fps_in.rate():.0f} fps, above the {share:.0f} fps asked for: "
+                    "the extra frames are dropped"
+                )
+            )
+        elif p.max_fps is not None:
+            p.max_fps = share
 
     def stats_message(self) -> dict[str, Any]:
         p = self.processor
@@ -166,32 +289,71 @@ class Session:
             "frames_in": s.frames_in,
             "frames_out": s.frames_out,
             "errors": s.errors,
+            "batch": s.last_batch,
+            "send": self.hint,
             "server_time": time.time() * 1000.0,
         }
 
     async def _stats_loop(self) -> None:
         while True:
             await asyncio.sleep(1.0)
+            self.state.workers.capacity.sample()
+            self.update_hint()
             self.send(self.stats_message())
 
     # ---- teardown ---------------------------------------------------------------------
     async def close(self) -> None:
+        """Teardown in a fixed order; a step that fails is logged and the next one still runs."""
         if self._closing:
             await self.closed.wait()
             return
         self._closing = True
         try:
-            if self.processor is not None:
-                await self.processor.stop()
-            if self.audio is not None and hasattr(self.audio, "stop"):
-                await self.audio.stop()
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            if self.output_track is not None:
-                self.output_track.stop()
-            await self.pc.close()
-            self.pipeline.close()
+            for step in (
+                self._stop_video,
+                self._stop_audio,
+                self._cancel_tasks,
+                self._close_peer,
+                self._close_pipeline,
+            ):
+                try:
+                    await step()
+                except Exception:
+                    log.exception("session %s: %s failed during teardown", self.id[:8], step.__name__)
         finally:
             self._on_closed(self)
             self.closed.set()
+            workers = self.state.workers
+            workers.capacity.calls_changed(workers.scheduler.active_calls())
+
+    async def _stop_video(self) -> None:
+        if self.processor is not None:
+            await self.processor.stop()  # leaves the scheduler: no new frame of this call starts
+
+    async def _stop_audio(self) -> None:
+        if self.audio is not None:
+            await self.audio.stop()
+
+    async def _cancel_tasks(self) -> None:
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _close_peer(self) -> None:
+        if self.output_track is not None:
+            self.output_track.stop()
+        await self.pc.close()
+
+    async def _close_pipeline(self) -> None:
+        """On the device thread, after any step that still holds this call's frame. A long step in flight
+        (seconds of CPU diffusion) is not waited for past `PIPELINE_CLOSE_WAIT_S`: the close stays queued
+        behind it, and a server shutting down cancels it with the thread."""
+        scheduler = self.state.workers.scheduler
+        try:
+            await asyncio.wait_for(asyncio.shield(scheduler.run(self.pipeline.close)), PIPELINE_CLOSE_WAIT_S)
+        except asyncio.TimeoutError:
+            log.info("session %s: engine session closes after the step in flight", self.id[:8])
+        except RuntimeError:  # the scheduler is already shut down: nothing else can run its frames now
+            self.pipeline.close()

@@ -1,8 +1,8 @@
-"""The video path of one call: camera track → 1-slot mailbox → worker thread → TransformedVideoTrack.
+"""The video path of one call: camera track → its slot at the device scheduler → TransformedVideoTrack.
 
-The event loop only moves frames between slots; conversion and model work run in the
-device's worker thread. When the model is slower than the camera, frames are dropped at
-the input (counted), never queued.
+The event loop only moves frames between slots; conversion and model work run on the
+device scheduler's thread (server/scheduler.py), batched with the other calls. When the
+device is slower than the camera, frames are dropped at the input (counted), never queued.
 """
 
 from __future__ import annotations
@@ -12,47 +12,18 @@ import collections
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol
 
-import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
+from server.mailbox import Mailbox
+from server.scheduler import CallSlot, DeviceScheduler, Processed
 from speakdraw.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-
-class Mailbox(Generic[T]):
-    """One slot: a put replaces what is there (counted as dropped); get waits for the next item."""
-
-    def __init__(self) -> None:
-        self._item: T | None = None
-        self._event = asyncio.Event()
-        self.dropped = 0
-
-    def put(self, item: T) -> None:
-        if self._item is not None:
-            self.dropped += 1
-        self._item = item
-        self._event.set()
-
-    async def get(self) -> T:
-        await self._event.wait()
-        item, self._item = self._item, None
-        self._event.clear()
-        assert item is not None
-        return item
-
-
-@dataclass
-class InFrame:
-    frame: VideoFrame
-    arrived: float  # time.monotonic() when the reader took it off the track
 
 
 @dataclass
@@ -101,6 +72,7 @@ class VideoStats:
     last_queue_age_ms: float = 0.0
     last_shown_age_ms: float = 0.0
     last_encode_ms: float = 0.0  # the WebRTC sender's encode+send time of the previous frame
+    last_batch: int = 0  # how many calls shared the device step of the newest frame
 
 
 class VideoObserver(Protocol):
@@ -118,43 +90,56 @@ class VideoObserver(Protocol):
         `total_ms` from that frame's arrival at the server until then."""
 
 
-def _transform(pipeline: Pipeline, frame: VideoFrame) -> tuple[VideoFrame, dict[str, float]]:
-    """Runs in the worker thread: decode to RGB, run the pipeline, wrap as a frame with the source pts."""
-    start = time.perf_counter()
-    rgb = frame.to_ndarray(format="rgb24")
-    out: np.ndarray = pipeline.process(rgb)
-    result = VideoFrame.from_ndarray(np.ascontiguousarray(out), format="rgb24")
-    result.pts, result.time_base = frame.pts, frame.time_base
-    timings = dict(pipeline.last_timings_ms)
-    timings["total"] = (time.perf_counter() - start) * 1000.0
-    return result, timings
+class FrameOutcomes(Protocol):
+    """Told of every processed frame, on the event loop (server/faults.py)."""
+
+    def frame_ok(self) -> None: ...
+
+    def frame_failed(self, error: BaseException) -> None: ...
 
 
 class VideoProcessor:
-    """Owns the two tasks of a call's video: reading the camera, and feeding the worker."""
+    """A call's video: the reader task offers each camera frame to the device scheduler (newest
+    wins), the scheduler's results come back on the loop into the outbox the sender reads."""
 
     def __init__(
-        self, source: MediaStreamTrack, pipeline: Pipeline, executor: Executor, observer: VideoObserver | None = None
+        self,
+        source: MediaStreamTrack,
+        pipeline: Pipeline,
+        scheduler: DeviceScheduler,
+        observer: VideoObserver | None = None,
+        faults: FrameOutcomes | None = None,
     ) -> None:
         self.source = source
         self.observer = observer
         self.pipeline = pipeline
-        self.executor = executor
-        self.inbox: Mailbox[InFrame] = Mailbox()
+        self.scheduler = scheduler
+        self.faults = faults  # the session's fault handler (status to the caller, fallback)
+        self.slot: CallSlot | None = None
         self.outbox: Mailbox[OutFrame] = Mailbox()
         self.stats = VideoStats()
-        self._tasks: list[asyncio.Task] = []
-        self.ended = asyncio.Event()
+        self.max_fps: float | None = None  # set when this sender ignores the `send` hint: excess frames are dropped
+        self.limited = 0  # frames dropped by that limit
+        self._last_taken = 0.0
+        self._task: asyncio.Task | None = None
+        self.ended = asyncio.Event()  # the camera track ended (or failed)
 
     @property
     def dropped(self) -> int:
-        return self.inbox.dropped
+        return (self.slot.dropped if self.slot is not None else 0) + self.limited
 
     def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._read(), name="speakdraw-video-read"),
-            asyncio.create_task(self._work(), name="speakdraw-video-work"),
-        ]
+        self.slot = self.scheduler.register(self.pipeline, self._on_result)
+        self._task = asyncio.create_task(self._read(), name="speakdraw-video-read")
+
+    def _over_limit(self, now: float) -> bool:
+        if self.max_fps is None:
+            return False
+        if now - self._last_taken < 0.9 / self.max_fps:
+            self.limited += 1
+            return True
+        self._last_taken = now
+        return False
 
     async def _read(self) -> None:
         try:
@@ -163,42 +148,48 @@ class VideoProcessor:
                 now = time.monotonic()
                 self.stats.frames_in += 1
                 self.stats.fps_in.tick(now)
-                dropped_before = self.inbox.dropped
-                self.inbox.put(InFrame(frame, now))
+                if self._over_limit(now):
+                    if self.observer is not None:
+                        self.observer.frame_in(True)
+                    continue
+                assert self.slot is not None
+                replaced = self.slot.put(frame, now)
                 if self.observer is not None:
-                    self.observer.frame_in(self.inbox.dropped > dropped_before)
+                    self.observer.frame_in(replaced)
         except MediaStreamError:
             pass
+        except Exception:  # anything else ends this track's reading: the session hears of it via `ended`
+            log.exception("video reader failed")
         finally:
             self.ended.set()
 
-    async def _work(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            item = await self.inbox.get()
-            started = time.monotonic()
-            try:
-                frame, timings = await loop.run_in_executor(self.executor, _transform, self.pipeline, item.frame)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                self.stats.errors += 1
-                if self.observer is not None:
-                    self.observer.frame_failed()
-                log.exception("pipeline failed on a frame; skipping it")
-                continue
-            self.stats.frames_processed += 1
-            self.stats.last_timings_ms = timings
-            self.stats.last_queue_age_ms = (started - item.arrived) * 1000.0
+    def _on_result(self, result: Processed) -> None:
+        """On the event loop, from the scheduler."""
+        self.scheduler.capacity.frame_age((result.done - result.arrived) * 1000.0)
+        if result.error is not None or result.frame is None:
+            self.stats.errors += 1
             if self.observer is not None:
-                self.observer.frame_processed(timings)
-            self.outbox.put(OutFrame(frame, item.arrived, started, time.monotonic(), timings))
+                self.observer.frame_failed()
+            if self.faults is not None and result.error is not None:
+                self.faults.frame_failed(result.error)
+            return
+        if self.faults is not None:
+            self.faults.frame_ok()
+        self.stats.frames_processed += 1
+        self.stats.last_timings_ms = result.timings_ms
+        self.stats.last_queue_age_ms = (result.started - result.arrived) * 1000.0
+        self.stats.last_batch = result.batch
+        if self.observer is not None:
+            self.observer.frame_processed(result.timings_ms)
+        self.outbox.put(OutFrame(result.frame, result.arrived, result.started, result.done, result.timings_ms))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        if self.slot is not None:
+            self.slot.close()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
         self.ended.set()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,6 +109,26 @@ class RVMMatting:
         _fgr, pha, *rec = self.session.run(["fgr", "pha", "r1o", "r2o", "r3o", "r4o"], feeds)
         return pha, rec
 
+    def alpha_batch(self, items: Sequence[tuple[RVMSession, np.ndarray]]) -> list[np.ndarray]:
+        """Mattes of several calls' frames; frames whose size and recurrent-state shapes agree share one
+        ONNX run (batch along N, each call's own state), the result equal to each call's `alpha` alone."""
+        prepared = [session.prepare(rgb) for session, rgb in items]
+        groups: dict[tuple, list[int]] = {}
+        for i, (session, _) in enumerate(items):
+            p = prepared[i]
+            key = (p.src.shape, p.ratio, tuple(r.shape for r in session.state))
+            groups.setdefault(key, []).append(i)
+        out: list[np.ndarray | None] = [None] * len(items)
+        for indices in groups.values():
+            src = np.concatenate([prepared[i].src for i in indices])
+            state = [np.concatenate([items[i][0].state[k] for i in indices]) for k in range(4)]
+            pha, rec = self.run(src, state, prepared[indices[0]].ratio)
+            for j, i in enumerate(indices):
+                session = items[i][0]
+                session.state = [r[j : j + 1] for r in rec]
+                out[i] = session.finish(prepared[i], pha[j : j + 1])
+        return [a for a in out if a is not None]
+
     def features(self) -> dict[str, str | int]:
         return {
             "matting": self.name,
@@ -162,8 +183,8 @@ class RVMSession:
         self._thumb = thumb
         return cut
 
-    def alpha(self, rgb: np.ndarray) -> np.ndarray:
-        """HxWx3 uint8 → HxW float32 matte in [0, 1], 1 on the person."""
+    def prepare(self, rgb: np.ndarray) -> _Prepared:
+        """Validate, detect a cut, shrink to RVM's internal size: the network input of one frame."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"expected HxWx3 uint8, got {rgb.shape} {rgb.dtype}")
         self._detect_cut(rgb)
@@ -176,12 +197,28 @@ class RVMSession:
             ratio = 1.0
         src = np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)
         src *= np.float32(1.0 / 255.0)
-        pha, self.state = self.model.run(src, self.state, ratio)
+        return _Prepared(src, ratio, (w, h), small)
+
+    def finish(self, prepared: _Prepared, pha: np.ndarray) -> np.ndarray:
         self.frames += 1
         alpha = pha[0, 0]
-        if small:
-            alpha = np.asarray(Image.fromarray(alpha, mode="F").resize((w, h), Image.BILINEAR))
+        if prepared.small:
+            alpha = np.asarray(Image.fromarray(alpha, mode="F").resize(prepared.size, Image.BILINEAR))
         return np.clip(alpha, 0.0, 1.0)
+
+    def alpha(self, rgb: np.ndarray) -> np.ndarray:
+        """HxWx3 uint8 → HxW float32 matte in [0, 1], 1 on the person."""
+        prepared = self.prepare(rgb)
+        pha, self.state = self.model.run(prepared.src, self.state, prepared.ratio)
+        return self.finish(prepared, pha)
+
+
+@dataclass
+class _Prepared:
+    src: np.ndarray  # 1x3xHxW float32 in [0, 1]
+    ratio: float  # RVM's downsample_ratio
+    size: tuple[int, int]  # (w, h) of the frame the matte is for
+    small: bool  # shrunk before the network: upscale the matte after
 
 
 def load_matting(device: str = "cpu", options: MattingOptions | None = None, progress: bool = True) -> RVMMatting:

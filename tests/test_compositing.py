@@ -6,6 +6,8 @@ pixel, so any pixel that comes back unchanged was put back from the camera frame
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 from skimage import data
@@ -107,15 +109,17 @@ def test_matte_runs_while_the_engine_repaints(rvm):
     image = np.ascontiguousarray(data.astronaut())
     settings = Settings(mode="human", passthrough_effect="invert")
     engine = PassthroughEngine(simulate_cost_ms=80.0)  # a model step that blocks its thread for 80 ms
-    overlapped = Pipeline(settings, engine=engine, matting=rvm)
-    assert overlapped.overlap_matting  # passthrough leaves the CPU to RVM
-    serial = Pipeline(settings, engine=engine, matting=rvm, overlap_matting=False)
-    totals = {"overlapped": [], "serial": []}
-    for _ in range(4):
-        a, b = overlapped.process(image), serial.process(image)
-        assert np.array_equal(a, b)
-        totals["overlapped"].append(overlapped.last_timings_ms)
-        totals["serial"].append(serial.last_timings_ms)
+    with ThreadPoolExecutor(1, thread_name_prefix="test-matte") as pool:
+        assert not Pipeline(settings, engine=engine, matting=rvm).overlap_matting  # no executor: one thread
+        overlapped = Pipeline(settings, engine=engine, matting=rvm, matte_executor=pool)
+        assert overlapped.overlap_matting  # passthrough leaves the CPU to RVM
+        serial = Pipeline(settings, engine=engine, matting=rvm, overlap_matting=False, matte_executor=pool)
+        totals = {"overlapped": [], "serial": []}
+        for _ in range(4):
+            a, b = overlapped.process(image), serial.process(image)
+            assert np.array_equal(a, b)
+            totals["overlapped"].append(overlapped.last_timings_ms)
+            totals["serial"].append(serial.last_timings_ms)
     over = np.median([t["total"] for t in totals["overlapped"]])
     ser = np.median([t["total"] for t in totals["serial"]])
     matte = np.median([t["matte"] for t in totals["overlapped"]])

@@ -8,8 +8,9 @@ import threading
 import numpy as np
 from aiohttp.test_utils import TestServer
 
-from server.app import STATE, create_app
+from server.app import create_app
 from server.config import ServerConfig
+from server.state import STATE
 from tests.rtc_client import QUADRANT_COLOURS, RtcClient, quadrant_means
 
 

@@ -18,10 +18,11 @@ import pytest
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient, TestServer
 
-from server.app import STATE, create_app
+from server.app import create_app
 from server.config import ServerConfig
-from server.image_prompt import MAX_IMAGE_BYTES, MAX_PIXELS, decode_image, sniff
+from server.routes.image_prompt import MAX_PIXELS, decode_image, sniff
 from server.session import Session
+from server.state import STATE
 from speakdraw.diffusion import load_diffusion_engine
 from speakdraw.engines import EngineOptions, PassthroughEngine
 from speakdraw.settings import Settings
@@ -164,7 +165,7 @@ def _bad_uploads() -> dict[str, tuple[bytes, int, str]]:
         "truncated_jpeg": (jpeg[: len(jpeg) // 2], 400, "bad_image"),
         "corrupt_png": (png[:40] + bytes(len(png) - 40), 400, "bad_image"),
         "empty": (b"", 400, "empty_file"),
-        "oversized": (b"\x89PNG\r\n\x1a\n" + bytes(MAX_IMAGE_BYTES), 413, "too_large"),
+        "oversized": (b"\x89PNG\r\n\x1a\n" + bytes(ServerConfig().max_image_bytes), 413, "too_large"),
         "too_many_pixels": (png_bomb(6000, 4100), 413, "too_many_pixels"),
         "bomb": (png_bomb(30000, 30000), 413, "too_many_pixels"),
     }

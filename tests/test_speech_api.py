@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import types
 
 import numpy as np
 import pytest
@@ -11,8 +10,10 @@ from aiohttp import FormData, web
 from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
-from server.keys import CONFIG, STT
-from server.transcribe import decode_audio, transcribe_handler
+from server.config import ServerConfig
+from server.routes import transcribe
+from server.routes.transcribe import decode_audio
+from server.state import STATE, AppState
 from tests.speechdata import SENTENCES, encode, espeak, have_espeak, silence, wer, write_wav
 
 pytestmark = [
@@ -36,13 +37,27 @@ def files(tmp_path_factory, stt):
     return out
 
 
+def _shutdown(state: AppState):
+    async def stop(app: web.Application) -> None:
+        state.workers.shutdown()
+
+    return stop
+
+
+def transcribe_app(stt, limit: int = LIMIT) -> web.Application:
+    """Only the /api/transcribe route, on an AppState holding `stt`."""
+    state = AppState(ServerConfig(max_upload_bytes=limit))
+    state.stt = stt
+    app = web.Application()
+    app[STATE] = state
+    transcribe.setup(app)
+    app.on_cleanup.append(_shutdown(state))
+    return app
+
+
 @pytest.fixture
 async def client(stt):
-    app = web.Application()
-    app[CONFIG] = types.SimpleNamespace(max_upload_bytes=LIMIT)
-    app[STT] = stt
-    app.router.add_post("/api/transcribe", transcribe_handler)
-    async with TestClient(TestServer(app)) as c:
+    async with TestClient(TestServer(transcribe_app(stt))) as c:
         yield c
 
 
@@ -112,10 +127,7 @@ async def test_form_without_file_field_and_server_keeps_serving(client, files):
 
 
 async def test_no_stt_is_503():
-    app = web.Application()
-    app[STT] = None
-    app.router.add_post("/api/transcribe", transcribe_handler)
-    async with TestClient(TestServer(app)) as c:
+    async with TestClient(TestServer(transcribe_app(None))) as c:
         resp = await c.post("/api/transcribe", data=b"x")
         assert resp.status == 503 and (await resp.json())["error"]["code"] == "stt_unavailable"
 

@@ -23,6 +23,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from server.state import STATE
+
 # Seconds; from a 1 ms passthrough up to multi-second CPU diffusion steps.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STAGES = ("matte", "diffuse", "encode", "total")
@@ -124,13 +126,9 @@ async def metrics_handler(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> Metrics:
-    """Create the app's registry, hook it into the sessions (AppState.observer) and serve GET /metrics."""
-    from server.app import STATE  # server.app calls setup(); import here to avoid a cycle
-
-    state = app[STATE]
-    metrics = Metrics(state.sessions)
+    """Create the app's registry and serve GET /metrics; the caller hands it to the sessions (AppState.observer)."""
+    metrics = Metrics(app[STATE].sessions)
     app[METRICS] = metrics
-    state.observer = metrics
     app.middlewares.insert(0, errors_metric_middleware)
     app.router.add_get("/metrics", metrics_handler)
     return metrics

@@ -24,12 +24,11 @@ import numpy as np
 from aiohttp import web
 
 from server.errors import json_error
-from server.keys import CONFIG, STT
+from server.state import STATE
 from server.uploads import Refused, read_upload
 from speakdraw.speech.guard import rejection
-from speakdraw.speech.stt import SpeechToText, Transcript
+from speakdraw.speech.stt import Transcript
 
-DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 MAX_DURATION_S = 600.0
 
 
@@ -71,14 +70,6 @@ def decode_audio(data: bytes, max_duration_s: float = MAX_DURATION_S) -> np.ndar
     return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
 
 
-def _find_stt(app: web.Application) -> SpeechToText | None:
-    if STT in app:
-        return app[STT]
-    from server.app import STATE  # late: server.app imports this module
-
-    return getattr(app.get(STATE), "stt", None)
-
-
 def _keep(transcript: Transcript) -> list[dict[str, Any]]:
     """Segments that pass the hallucination guard (segment length stands in for speech time)."""
     kept = []
@@ -97,9 +88,9 @@ def _keep(transcript: Transcript) -> list[dict[str, Any]]:
 
 
 async def transcribe_handler(request: web.Request) -> web.Response:
-    config = request.app.get(CONFIG)
-    limit = int(getattr(config, "max_upload_bytes", 0) or DEFAULT_MAX_BYTES)
-    stt = _find_stt(request.app)
+    state = request.app[STATE]
+    limit = state.config.max_upload_bytes
+    stt = state.stt
     if stt is None:
         return json_error(503, "stt_unavailable", "speech-to-text is off or still loading on this server")
     try:
@@ -111,7 +102,7 @@ async def transcribe_handler(request: web.Request) -> web.Response:
     start = time.perf_counter()
     loop = asyncio.get_running_loop()
     try:
-        audio = await loop.run_in_executor(None, decode_audio, data)
+        audio = await loop.run_in_executor(state.workers.io, decode_audio, data)
     except NotAudio as exc:
         return json_error(415, "unsupported_media_type", f"{exc}; send wav, ogg/opus, webm or mp3")
     except TooLong as exc:
@@ -119,7 +110,7 @@ async def transcribe_handler(request: web.Request) -> web.Response:
     if len(audio) < 160:  # under 10 ms
         return json_error(400, "empty_audio", "the file holds no audio samples")
     try:
-        transcript = await loop.run_in_executor(None, stt.transcribe, audio)
+        transcript = await loop.run_in_executor(state.workers.io, stt.transcribe, audio)
     except Exception as exc:  # a model failure is the server's fault, but must not look like a crash
         return json_error(500, "stt_failed", f"transcription failed: {type(exc).__name__}: {exc}")
     segments = _keep(transcript)
@@ -132,3 +123,7 @@ async def transcribe_handler(request: web.Request) -> web.Response:
             "segments": segments,
         }
     )
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post("/api/transcribe", transcribe_handler)

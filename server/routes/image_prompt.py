@@ -2,7 +2,7 @@
 
 - `POST`: the image as the raw body or the `file` field of a multipart form; png, jpeg or
   webp, told by its magic bytes (the Content-Type is not trusted). Refused, with nothing
-  changed: over `MAX_IMAGE_BYTES` (413 `too_large`, streamed: never buffered whole first),
+  changed: over `ServerConfig.max_image_bytes` (413 `too_large`, streamed: never buffered whole first),
   another format (415 `unsupported_media_type`), more than `MAX_PIXELS` pixels (413
   `too_many_pixels`, checked from the header before any pixel is decoded, so a
   decompression bomb costs nothing; PIL's own bomb check is an error here too), a
@@ -26,10 +26,10 @@ from aiohttp import web
 from PIL import Image, ImageOps
 
 from server.errors import json_error
+from server.state import STATE
 from server.uploads import Refused, read_upload
 from speakdraw.engines import ImagePromptUnavailable
 
-MAX_IMAGE_BYTES = 8 * 1024 * 1024
 MAX_PIXELS = 24_000_000  # a 6000x4000 photo
 MAX_SIDE_KEPT = 1024  # larger images are shrunk after decoding: CLIP looks at 224x224
 FORMATS = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp"}
@@ -79,41 +79,28 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray,
     return np.asarray(image, dtype=np.uint8), FORMATS[kind]
 
 
-def _state(request: web.Request):
-    from server.app import STATE  # late: server.app imports this module
-
-    return request.app[STATE]
-
-
-def unavailable_reason(state) -> str | None:
-    """Why this server's loaded model takes no image prompts now (None when it does)."""
-    if not state.engine_ready:
-        return "the model is still loading; image prompts are available once it is ready"
-    return state.current_engine().image_prompt_status()
-
-
 def _session(request: web.Request):
-    return _state(request).sessions.get(request.match_info["id"])
+    return request.app[STATE].sessions.get(request.match_info["id"])
 
 
 async def post_image_prompt(request: web.Request) -> web.Response:
-    state = _state(request)
+    state = request.app[STATE]
     session = _session(request)
     if session is None:
         return json_error(404, "unknown_session", "no such session")
-    reason = unavailable_reason(state)
+    reason = state.image_prompt_reason()
     if reason:
         return json_error(409, "image_prompt_unavailable", reason)
     loop = asyncio.get_running_loop()
     try:
-        data = await read_upload(request, MAX_IMAGE_BYTES, "an image")
+        data = await read_upload(request, state.config.max_image_bytes, "an image")
         if not data:
             raise Refused(400, "empty_file", "the uploaded file is empty")
-        rgb, kind = await loop.run_in_executor(None, decode_image, data)
+        rgb, kind = await loop.run_in_executor(state.workers.io, decode_image, data)
     except Refused as exc:
         return json_error(exc.status, exc.code, exc.message)
     try:
-        await loop.run_in_executor(state.video_executor, session.pipeline.set_image_prompt, rgb)
+        await state.workers.scheduler.run(lambda: session.pipeline.set_image_prompt(rgb))
     except ImagePromptUnavailable as exc:
         return json_error(409, "image_prompt_unavailable", str(exc))
     except RuntimeError as exc:  # the worker pool is shutting down
@@ -134,7 +121,7 @@ async def get_image_prompt(request: web.Request) -> web.Response:
     session = _session(request)
     if session is None:
         return json_error(404, "unknown_session", "no such session")
-    reason = unavailable_reason(_state(request))
+    reason = request.app[STATE].image_prompt_reason()
     return web.json_response(
         {"image_prompt": session.pipeline.has_image_prompt, "available": reason is None, "reason": reason}
     )

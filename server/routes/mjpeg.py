@@ -16,7 +16,8 @@ import asyncio
 import io
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Executor
 
 import numpy as np
 from aiohttp import web
@@ -24,7 +25,10 @@ from av import VideoFrame
 from PIL import Image
 
 from server.errors import json_error
+from server.mailbox import Mailbox
+from server.routes.metrics import METRICS, Metrics
 from server.session import Session
+from server.state import STATE
 from server.tracks import OutFrame
 
 log = logging.getLogger(__name__)
@@ -61,7 +65,13 @@ class _Viewer:
 class JpegFeed:
     """One session's output frames as JPEG, encoded once per frame while watched, shared by every viewer."""
 
-    def __init__(self, session: Session, executor: ThreadPoolExecutor, metrics=None, on_closed=None) -> None:
+    def __init__(
+        self,
+        session: Session,
+        executor: Executor,
+        metrics: Metrics | None = None,
+        on_closed: Callable[[JpegFeed], None] | None = None,
+    ) -> None:
         assert session.output_track is not None
         self.session = session
         self._on_closed = on_closed
@@ -72,8 +82,7 @@ class JpegFeed:
         self.seq = 0  # bumps once per published JPEG
         self.closed = False
         self._source: OutFrame | None = None  # the frame self.jpeg was made from
-        self._pending: OutFrame | None = None  # 1 slot: newest frame not yet encoded
-        self._wake = asyncio.Event()
+        self._inbox: Mailbox[OutFrame] = Mailbox()  # the newest frame not yet encoded
         self._changed = asyncio.Condition()
         self._viewers: set[_Viewer] = set()
         self.track.listeners.append(self._on_frame)
@@ -86,8 +95,7 @@ class JpegFeed:
     def _on_frame(self, out: OutFrame) -> None:
         """Track listener, on the event loop: only remember the newest frame."""
         if self._viewers:
-            self._pending = out
-            self._wake.set()
+            self._inbox.put(out)
 
     async def _encode(self, out: OutFrame) -> bytes:
         jpeg = await asyncio.get_running_loop().run_in_executor(self.executor, encode_jpeg, out.frame)
@@ -97,10 +105,8 @@ class JpegFeed:
 
     async def _encode_loop(self) -> None:
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            out, self._pending = self._pending, None
-            if out is None or out is self._source:
+            out = await self._inbox.get()
+            if out is self._source:
                 continue
             try:
                 jpeg = await self._encode(out)
@@ -204,13 +210,13 @@ class JpegFeed:
 
 
 class MjpegState:
-    """The app's feeds (one per watched session) and the JPEG pool they share."""
+    """The app's feeds (one per watched session) and the JPEG thread they share (`workers.jpeg`)."""
 
-    def __init__(self) -> None:
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="speakdraw-jpeg")
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
         self.feeds: dict[str, JpegFeed] = {}
 
-    def feed(self, session: Session, metrics=None) -> JpegFeed:
+    def feed(self, session: Session, metrics: Metrics | None = None) -> JpegFeed:
         feed = self.feeds.get(session.id)
         if feed is None or feed.closed:
             feed = JpegFeed(session, self.executor, metrics, on_closed=self._forget)
@@ -226,15 +232,13 @@ MJPEG = web.AppKey("mjpeg", MjpegState)
 
 
 def _feed_or_error(request: web.Request) -> JpegFeed | web.Response:
-    from server.app import STATE
-
     state = request.app[STATE]
     session = state.sessions.get(request.match_info["id"])
     if session is None:
         return json_error(404, "unknown_session", "no such session")
     if session.output_track is None or session.closed.is_set():
         return json_error(409, "no_video", "this session has no output video (yet)")
-    return request.app[MJPEG].feed(session, getattr(state, "observer", None))
+    return request.app[MJPEG].feed(session, request.app[METRICS])
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
@@ -269,16 +273,11 @@ async def _close_feeds(app: web.Application) -> None:
     await asyncio.gather(*(feed.close() for feed in list(state.feeds.values())), return_exceptions=True)
 
 
-async def _stop_pool(app: web.Application) -> None:
-    app[MJPEG].executor.shutdown(wait=False, cancel_futures=True)
-
-
 def setup(app: web.Application) -> MjpegState:
     """Register the routes; streams end on server shutdown (before aiohttp waits for open handlers)."""
-    state = MjpegState()
+    state = MjpegState(app[STATE].workers.jpeg)
     app[MJPEG] = state
     app.router.add_get("/api/sessions/{id}/stream.mjpg", stream)
     app.router.add_get("/api/sessions/{id}/snapshot.jpg", snapshot)
     app.on_shutdown.append(_close_feeds)
-    app.on_cleanup.append(_stop_pool)
     return state

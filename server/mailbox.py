@@ -1,0 +1,33 @@
+"""The one-slot mailbox between event-loop tasks: a put replaces what is there (counted); get waits."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Mailbox(Generic[T]):
+    """Newest wins: a put replaces an item not yet taken (counted as dropped); get waits for the next."""
+
+    def __init__(self) -> None:
+        self._item: T | None = None
+        self._event = asyncio.Event()
+        self.dropped = 0
+
+    def put(self, item: T) -> bool:
+        """Returns whether it replaced an item nobody took."""
+        replaced = self._item is not None
+        if replaced:
+            self.dropped += 1
+        self._item = item
+        self._event.set()
+        return replaced
+
+    async def get(self) -> T:
+        await self._event.wait()
+        item, self._item = self._item, None
+        self._event.clear()
+        assert item is not None
+        return item

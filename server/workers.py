@@ -1,0 +1,73 @@
+"""Every thread the server starts, named, owned in one place, stopped in one place.
+
+| thread | what runs there |
+|---|---|
+| `speakdraw-video` | the device scheduler: every call's frames (batched), image-prompt encodes, warm-up |
+| `speakdraw-matte` | RVM mattes overlapping a GPU/passthrough step (`Pipeline.matte_executor`) |
+| `speakdraw-speech` | VAD + Whisper for every call (`speakdraw.speech.SpeechWorker`), created when speech loads |
+| `speakdraw-load` | loading models at start-up (so calls can join meanwhile) |
+| `speakdraw-io` | decoding uploads (images, audio files) and `/api/transcribe` |
+| `speakdraw-jpeg` | MJPEG / snapshot encodes |
+| `speakdraw-codec` | the event loop's default executor: aiortc's video encoder and decoder calls |
+
+The media layer (`speakdraw/`) starts no thread of its own: `Pipeline` and `Transcriber` take
+theirs from here. `shutdown()` stops them all; a model step in flight gets `step_timeout_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from server.capacity import CapacityModel, CapacityOptions
+from server.scheduler import DeviceScheduler
+from speakdraw.speech import SpeechWorker
+
+log = logging.getLogger(__name__)
+
+THREAD_PREFIX = "speakdraw-"
+
+
+def _pool(name: str, workers: int = 1) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix=THREAD_PREFIX + name)
+
+
+class DeviceWorkers:
+    def __init__(self, capacity: CapacityOptions | None = None, max_batch: int = 8) -> None:
+        self.matte = _pool("matte")
+        self.scheduler = DeviceScheduler(self.matte, CapacityModel(capacity), max_batch=max_batch)
+        self.load = _pool("load")
+        self.io = _pool("io")
+        self.jpeg = _pool("jpeg")
+        self.codec = _pool("codec", 4)
+        self.speech: SpeechWorker | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def capacity(self) -> CapacityModel:
+        return self.scheduler.capacity
+
+    def attach_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """aiortc runs its codecs in the loop's default executor: make that one ours."""
+        self._loop = loop
+        loop.set_default_executor(self.codec)
+
+    def speech_worker(self) -> SpeechWorker:
+        if self.speech is None:
+            self.speech = SpeechWorker(name=THREAD_PREFIX + "speech")
+        return self.speech
+
+    def shutdown(self, step_timeout_s: float = 2.0) -> None:
+        """Stop every thread; queued work is cancelled, work in flight gets `step_timeout_s`."""
+        self.scheduler.shutdown(step_timeout_s)
+        if self.speech is not None:
+            self.speech.stop()
+        for pool in (self.matte, self.load, self.io, self.jpeg, self.codec):
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    @staticmethod
+    def alive_threads() -> list[str]:
+        """Names of this server's threads still alive (the shutdown test reads them)."""
+        return sorted(t.name for t in threading.enumerate() if t.name.startswith(THREAD_PREFIX) and t.is_alive())
