@@ -130,12 +130,14 @@ async def serve(config: ServerConfig) -> None:
     await stopping
     log.info("shutting down")
     await runner.cleanup()
+    alive = state.workers.wait_stopped(SHUTDOWN_GRACE_S)
+    log.info("speakdraw threads alive after shutdown: %s", alive)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["models"]:
-        from speakdraw.weights_cli import main as models_main
+        from speakdraw.weights.cli import main as models_main
 
         return models_main(argv[1:])
     args = build_parser().parse_args(argv)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from server.capacity import CapacityModel, CapacityOptions
@@ -66,6 +67,15 @@ class DeviceWorkers:
             self.speech.stop()
         for pool in (self.matte, self.load, self.io, self.jpeg, self.codec):
             pool.shutdown(wait=False, cancel_futures=True)
+
+    @staticmethod
+    def wait_stopped(timeout_s: float) -> list[str]:
+        """Join this server's threads for up to `timeout_s`; the names of those still alive."""
+        deadline = time.monotonic() + timeout_s
+        for thread in threading.enumerate():
+            if thread.name.startswith(THREAD_PREFIX) and thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+        return DeviceWorkers.alive_threads()
 
     @staticmethod
     def alive_threads() -> list[str]:

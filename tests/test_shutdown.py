@@ -91,3 +91,31 @@ async def test_sigterm_with_a_long_model_step_in_flight(start_server):
         await client.close(hang_up=False)
     assert "exiting without waiting for busy worker threads: speakdraw-video" in server.log_text()
     print(f"exited 0 in {took:.2f} s with a model step in flight")
+
+
+@pytest.mark.slow
+async def test_sigterm_stops_every_thread_the_server_started(start_server):
+    """A call with speech and human mode on: during it the named worker threads run; after SIGTERM none is left."""
+    from tests.speechdata import PcmAudioTrack, have_espeak, speech_track
+
+    if not have_espeak():
+        pytest.skip("espeak-ng not installed")
+    server = start_server(stt="faster-whisper", matting="rvm")
+    audio, _ = speech_track([("a red house by the sea", "en-us")], gap_s=0.5, rate=48000)
+    client = RtcClient(server.base, audio=PcmAudioTrack(audio), settings={"mode": "human", "width": 256, "height": 256})
+    await client.connect()
+    try:
+        await client.wait_frames(10)
+        await client.expect("transcript", timeout=30)  # the speech thread has worked
+        async with aiohttp.ClientSession() as http, http.get(f"{server.base}/healthz") as resp:
+            during = set((await resp.json())["worker_threads"])
+        assert {"speakdraw-video", "speakdraw-speech"} <= during, during
+        assert any(name.startswith("speakdraw-matte") for name in during), during
+        server.proc.send_signal(signal.SIGTERM)
+        start = time.monotonic()
+        while server.proc.poll() is None and time.monotonic() - start < EXIT_WITHIN_S * 2:
+            await asyncio.sleep(0.05)
+        assert server.proc.poll() == 0, server.log_text()[-3000:]
+    finally:
+        await client.close(hang_up=False)
+    assert "speakdraw threads alive after shutdown: []" in server.log_text(), server.log_text()[-3000:]

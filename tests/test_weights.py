@@ -23,7 +23,7 @@ import pytest
 
 from speakdraw import weights
 from speakdraw.weights import EnvPath, Url, Weight, WeightsUnavailable, WheelMember
-from speakdraw.weights_cli import main as models_main
+from speakdraw.weights.cli import main as models_main
 
 PAYLOAD = os.urandom(3 * 1024 * 1024 + 17)
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()

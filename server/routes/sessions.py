@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from server.errors import json_error
 from server.session import Session
 from server.state import STATE, AppState
+from server.workers import DeviceWorkers
 from speakdraw.settings import Settings, settings_schema
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,7 @@ async def healthz(request: web.Request) -> web.Response:
             "peer_connections": Session.live_peer_connections(),
             "tasks": len(asyncio.all_tasks()),
             "threads": threading.active_count(),
+            "worker_threads": DeviceWorkers.alive_threads(),
             "capacity": state.workers.capacity.summary(),
         }
     )

