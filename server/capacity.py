@@ -7,9 +7,9 @@ Two bounds, both measured while the server runs:
 - the CPU: the process's CPU time per delivered frame (`time.process_time`, so WebRTC decode,
   encode, packetisation and conversions are all in it) against the cores it may use at a target
   utilisation.
-The smaller bound, times a latency guard (cut when the frames' age grows, eased back when it
-is low again, since another process on the machine shows up only there), is split evenly among
-the calls: `share(n)`. A new call is admitted only while every call would keep `min_fps`.
+The smaller bound, times a latency guard (cut when frames wait — queued before they reach us,
+or in the inbox — longer than a step should make them, eased back when they do not; another
+process on the machine shows up only there), is split evenly among the calls: `share(n)`. A new call is admitted only while every call would keep `min_fps`.
 """
 
 from __future__ import annotations
@@ -35,8 +35,10 @@ class CapacityOptions:
     min_fps: float = 8.0  # admission floor per call (--min-fps)
     max_fps: float = 30.0  # never ask a camera for more than this
     target_utilisation: float = 0.7  # of the usable cores
-    age_target_ms: float = 250.0  # frame age (arrival → processed) above which the guard cuts capacity
+    wait_target_ms: float = 150.0  # frames waiting longer than this plus one step (queued before the server,
+    # or in the inbox) make the guard cut capacity
     ewma: float = 0.2  # weight of a new step-time sample
+    start_total_fps: float = 60.0  # split among the calls until a step has been measured (a slow start)
     cores: int = 0  # 0 = the cores this process may run on
 
 
@@ -74,7 +76,7 @@ class CapacityModel:
             self._frames += batch
 
     def frame_age(self, age_ms: float) -> None:
-        """A processed frame's age at the end of its step (event loop)."""
+        """How long a processed frame waited before its step began (event loop)."""
         with self._lock:
             self._ages.append(age_ms)
 
@@ -99,11 +101,13 @@ class CapacityModel:
             if len(self._ages) >= 5:
                 ages = sorted(self._ages)
                 p95 = ages[min(len(ages) - 1, int(0.95 * len(ages)))]
-                if p95 > self.options.age_target_ms:
-                    self.guard = max(0.2, self.guard * 0.8)
-                elif p95 < 0.6 * self.options.age_target_ms:
-                    self.guard = min(1.0, self.guard * 1.1)
                 self._ages.clear()
+                step = self._step_ms.get((*self._key, max(1, self.calls)), 0.0) if self._key else 0.0
+                target = self.options.wait_target_ms + step  # a frame may wait up to a whole step in the inbox
+                if p95 > target:
+                    self.guard = max(0.2, self.guard * 0.8)
+                elif p95 < 0.6 * target:
+                    self.guard = min(1.0, self.guard * 1.1)
             self.version += 1
 
     # ---- estimates ------------------------------------------------------------------------
@@ -135,7 +139,7 @@ class CapacityModel:
         calls = self.calls if calls is None else calls
         total = self.total_fps(calls)
         if total is None:
-            return self.options.max_fps
+            total = self.options.start_total_fps
         return max(1.0, min(self.options.max_fps, total / max(1, calls)))
 
     def admits(self, calls_after: int) -> bool:

@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--min-fps", type=float, default=8.0, help="refuse a call that would push every call below this (default 8)"
     )
+    serve.add_argument(
+        "--cpu-cores",
+        type=int,
+        default=0,
+        help="cores the capacity model may budget (default: all this process may use)",
+    )
     serve.add_argument("--simulate-model-ms", type=float, default=0.0, help=argparse.SUPPRESS)
     serve.add_argument("--log-level", default="info")
     models = sub.add_parser("models", help="list, pull or locate weights", add_help=False)
@@ -90,6 +96,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         simulate_model_ms=args.simulate_model_ms,
         max_sessions=args.max_sessions,
         min_fps=args.min_fps,
+        cpu_cores=args.cpu_cores,
     )
     beyond_loopback = config.https_port or not is_loopback(config.host)
     if beyond_loopback and not config.token:

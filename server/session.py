@@ -285,6 +285,7 @@ class Session:
                 "encode": round(s.last_encode_ms, 2),
             },
             "queue_age_ms": round(s.last_queue_age_ms, 2),
+            "transit_ms": round(s.last_transit_ms, 2),
             "shown_age_ms": round(s.last_shown_age_ms, 2),
             "frames_in": s.frames_in,
             "frames_out": s.frames_out,

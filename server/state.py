@@ -44,7 +44,7 @@ SpeechFactory = Callable[["Session", MediaStreamTrack], "AudioListener"]
 class AppState:
     def __init__(self, config: ServerConfig, workers: DeviceWorkers | None = None) -> None:
         self.config = config
-        self.workers = workers or DeviceWorkers(CapacityOptions(min_fps=config.min_fps))
+        self.workers = workers or DeviceWorkers(CapacityOptions(min_fps=config.min_fps, cores=config.cpu_cores))
         self.sessions: dict[str, Session] = {}
         self.reserved = 0  # offers admitted and still being set up (counted against the limits)
         self.observer: Observer | None = None

@@ -73,6 +73,7 @@ class VideoStats:
     last_shown_age_ms: float = 0.0
     last_encode_ms: float = 0.0  # the WebRTC sender's encode+send time of the previous frame
     last_batch: int = 0  # how many calls shared the device step of the newest frame
+    last_transit_ms: float = 0.0  # the newest frame's wait before it reached us (TransitDelay)
 
 
 class VideoObserver(Protocol):
@@ -88,6 +89,30 @@ class VideoObserver(Protocol):
     def frame_sent(self, encode_ms: float, total_ms: float) -> None:
         """The sender came back for the next frame: `encode_ms` it spent encoding+sending the last one,
         `total_ms` from that frame's arrival at the server until then."""
+
+
+class TransitDelay:
+    """How long frames waited before reaching us, beyond the least wait seen lately (so clock offsets
+    cancel): arrival time minus the frame's capture time (its pts), against the smallest such value of
+    the last two `window_s` windows. It grows when packets queue in the kernel or behind a busy event
+    loop, which no measurement after the read can see."""
+
+    def __init__(self, window_s: float = 5.0) -> None:
+        self.window_s = window_s
+        self._window_start: float | None = None
+        self._current = float("inf")
+        self._previous = float("inf")
+        self.last_ms = 0.0
+
+    def frame(self, pts_s: float | None, arrived: float) -> float:
+        if pts_s is None:
+            return 0.0
+        transit = arrived - pts_s
+        if self._window_start is None or arrived - self._window_start > self.window_s:
+            self._previous, self._current, self._window_start = self._current, transit, arrived
+        self._current = min(self._current, transit)
+        self.last_ms = max(0.0, (transit - min(self._current, self._previous)) * 1000.0)
+        return self.last_ms
 
 
 class FrameOutcomes(Protocol):
@@ -121,6 +146,7 @@ class VideoProcessor:
         self.max_fps: float | None = None  # set when this sender ignores the `send` hint: excess frames are dropped
         self.limited = 0  # frames dropped by that limit
         self._last_taken = 0.0
+        self.transit = TransitDelay()
         self._task: asyncio.Task | None = None
         self.ended = asyncio.Event()  # the camera track ended (or failed)
 
@@ -153,6 +179,8 @@ class VideoProcessor:
                         self.observer.frame_in(True)
                     continue
                 assert self.slot is not None
+                pts_s = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else None
+                self.stats.last_transit_ms = self.transit.frame(pts_s, now)
                 replaced = self.slot.put(frame, now)
                 if self.observer is not None:
                     self.observer.frame_in(replaced)
@@ -165,7 +193,8 @@ class VideoProcessor:
 
     def _on_result(self, result: Processed) -> None:
         """On the event loop, from the scheduler."""
-        self.scheduler.capacity.frame_age((result.done - result.arrived) * 1000.0)
+        # how long the frame waited (queued before us + in the inbox); the step itself is not waiting
+        self.scheduler.capacity.frame_age(self.stats.last_transit_ms + (result.started - result.arrived) * 1000.0)
         if result.error is not None or result.frame is None:
             self.stats.errors += 1
             if self.observer is not None:

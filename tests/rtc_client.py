@@ -22,6 +22,8 @@ from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
 ID_BITS = 16
+CALLER_BITS = 3
+COUNT_BITS = ID_BITS - CALLER_BITS
 BLOCK = 32
 QUADRANT_COLOURS = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200], [220, 220, 60]], dtype=np.uint8)
 
@@ -65,24 +67,39 @@ class PatternVideoTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, fps: float = 30.0, width: int = 512, height: int = 512, image: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        fps: float = 30.0,
+        width: int = 512,
+        height: int = 512,
+        image: np.ndarray | None = None,
+        caller: int | None = None,
+    ) -> None:
         super().__init__()
         self.fps, self.width, self.height, self.image = fps, width, height, image
+        self.caller = caller  # stamped in the top CALLER_BITS of the id (several callers: no cross-talk)
         self.sent_at: dict[int, float] = {}
         self._count = 0
-        self._start: float | None = None
+        self._next: float | None = None
+        self._epoch = time.monotonic()
+
+    def frame_id(self, count: int) -> int:
+        if self.caller is None:
+            return count % (1 << ID_BITS)
+        return (self.caller << COUNT_BITS) | (count % (1 << COUNT_BITS))
 
     async def recv(self) -> VideoFrame:
-        if self._start is None:
-            self._start = time.monotonic()
-        target = self._start + self._count / self.fps
-        delay = target - time.monotonic()
+        now = time.monotonic()
+        if self._next is None:
+            self._next = now
+        delay = self._next - now
         if delay > 0:
             await asyncio.sleep(delay)
-        frame_id = self._count % (1 << ID_BITS)
+        self._next = max(self._next + 1.0 / self.fps, time.monotonic() - 1.0 / self.fps)  # fps may change live
+        frame_id = self.frame_id(self._count)
         rgb = self.image if self.image is not None else pattern_frame(frame_id, self.width, self.height)
         frame = VideoFrame.from_ndarray(rgb, format="rgb24")
-        frame.pts = int(self._count * 90000 / self.fps)
+        frame.pts = int((time.monotonic() - self._epoch) * 90000)  # capture time: fps may change live
         frame.time_base = fractions.Fraction(1, 90000)
         self.sent_at[frame_id] = time.monotonic()
         self._count += 1
@@ -103,12 +120,14 @@ class RtcClient:
     fps: float = 30.0
     audio: MediaStreamTrack | None = None
     keep_frames: int = 60
+    honour_send: bool = True  # apply the server's {"type":"send"} hint to the camera, as the page does
+    caller: int | None = None
     pc: RTCPeerConnection = field(init=False)
     session_id: str | None = None
 
     def __post_init__(self) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.video = PatternVideoTrack(self.fps)
+        self.video = PatternVideoTrack(self.fps, caller=self.caller)
         self.frames: list[Received] = []
         self.frames_received = 0
         self.messages: asyncio.Queue[dict] = asyncio.Queue()
@@ -123,6 +142,8 @@ class RtcClient:
         message = json.loads(raw)
         self.all_messages.append(message)
         self.messages.put_nowait(message)
+        if message.get("type") == "send" and self.honour_send:
+            self.video.fps = max(1.0, min(self.fps, float(message["max_fps"])))
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}

@@ -1,0 +1,107 @@
+"""Several aiortc callers on one server at once: per-caller round trip, fps and cross-talk (tests and bench).
+
+Each caller stamps its index in the top bits of every frame id it sends (`PatternVideoTrack(caller=i)`);
+every frame it gets back must carry its own index, and its round trip is the time since that id was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tests.rtc_client import COUNT_BITS, RtcClient, read_frame_id
+
+
+@dataclass
+class CallerRun:
+    index: int
+    ages_ms: list[tuple[float, float]] = field(default_factory=list)  # (s since start, round trip ms)
+    foreign: int = 0  # frames that carried another caller's id
+    unreadable: int = 0
+    hints: list[dict] = field(default_factory=list)
+
+    def fps(self, seconds: float) -> float:
+        return len(self.ages_ms) / seconds
+
+
+@dataclass
+class MultiRun:
+    callers: list[CallerRun]
+    seconds: float
+
+    def _ages(self, start: float, end: float) -> list[float]:
+        return [a for c in self.callers for t, a in c.ages_ms if start <= t < end]
+
+    def p(self, q: float, start: float = 0.0, end: float = float("inf")) -> float:
+        ages = self._ages(start, end)
+        return float(np.percentile(ages, q)) if ages else float("nan")
+
+    def summary(self) -> dict:
+        fps = [c.fps(self.seconds) for c in self.callers]
+        return {
+            "callers": len(self.callers),
+            "fps_per_caller": [round(f, 2) for f in fps],
+            "fps_min": round(min(fps), 2),
+            "fps_total": round(sum(fps), 2),
+            "fairness": round(min(fps) / max(fps), 3) if max(fps) > 0 else 0.0,
+            "rtt_p50_ms": round(self.p(50), 1),
+            "rtt_p95_ms": round(self.p(95), 1),
+            "first5s_p95_ms": round(self.p(95, 0, 5), 1),
+            "last5s_p95_ms": round(self.p(95, self.seconds - 5, self.seconds + 1), 1),
+            "foreign_frames": sum(c.foreign for c in self.callers),
+            "last_hint_fps": [c.hints[-1]["max_fps"] if c.hints else None for c in self.callers],
+        }
+
+
+async def _watch(client: RtcClient, run: CallerRun, start: float, seconds: float) -> None:
+    seen = client.frames_received
+    while time.monotonic() - start < seconds:
+        await asyncio.sleep(0.004)
+        while not client.messages.empty():
+            message = client.messages.get_nowait()
+            if message.get("type") == "send":
+                run.hints.append(message)
+        if client.frames_received == seen:
+            continue
+        seen = client.frames_received
+        last = client.frames[-1]
+        frame_id = read_frame_id(last.image)
+        if frame_id >> COUNT_BITS != run.index:
+            run.foreign += 1
+            continue
+        sent = client.video.sent_at.get(frame_id)
+        if sent is None:
+            run.unreadable += 1
+            continue
+        run.ages_ms.append((last.at - start, (last.at - sent) * 1000.0))
+
+
+async def run_callers(
+    base: str,
+    callers: int,
+    seconds: float,
+    fps: float = 30.0,
+    settings: dict | None = None,
+    ignore_send: frozenset[int] = frozenset(),
+    warmup_s: float = 3.0,
+) -> MultiRun:
+    """`callers` calls at once; those in `ignore_send` keep sending `fps` whatever the server asks."""
+    clients = [
+        RtcClient(base, fps=fps, keep_frames=2, caller=i, honour_send=i not in ignore_send, settings=settings)
+        for i in range(callers)
+    ]
+    runs = [CallerRun(i) for i in range(callers)]
+    try:
+        await asyncio.gather(*(c.connect() for c in clients))
+        await asyncio.gather(*(c.wait_frames(3, timeout=60) for c in clients))
+        await asyncio.sleep(warmup_s)  # let the capacity model measure and the hints settle
+        for client in clients:
+            client.video.sent_at = {k: v for k, v in client.video.sent_at.items() if k >> COUNT_BITS == client.caller}
+        start = time.monotonic()
+        await asyncio.gather(*(_watch(c, r, start, seconds) for c, r in zip(clients, runs, strict=True)))
+        return MultiRun(runs, seconds)
+    finally:
+        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)

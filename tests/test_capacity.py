@@ -1,0 +1,204 @@
+"""Many callers, one device (issue 11): the capacity model, the `send` hint, admission, batched steps.
+
+Unit tests of the model run on a fake clock; the call tests use real aiortc callers on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import numpy as np
+import pytest
+from skimage import data
+
+from server.capacity import CapacityModel, CapacityOptions
+from speakdraw.engines import PassthroughEngine
+from speakdraw.pipeline import Pipeline, process_frames
+from speakdraw.settings import Settings
+from tests.multicall import run_callers
+from tests.rtc_client import RtcClient
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.cpu = 0.0
+
+    def wall(self) -> float:
+        return self.t
+
+    def cpu_time(self) -> float:
+        return self.cpu
+
+
+def model(**options) -> tuple[CapacityModel, Clock]:
+    clock = Clock()
+    return CapacityModel(CapacityOptions(cores=2, **options), clock=clock.wall, cpu_clock=clock.cpu_time), clock
+
+
+def test_share_follows_the_measured_step_and_the_calls():
+    capacity, _ = model()
+    assert capacity.share(4) == 15.0  # nothing measured yet: the slow start (60 fps split)
+    capacity.calls_changed(4)
+    capacity.step_done(engine="tiny", side=256, steps=1, batch=4, step_ms=200.0)
+    assert capacity.total_fps(4) == pytest.approx(20.0)  # 4 frames per 200 ms step
+    assert capacity.share() == pytest.approx(5.0)
+    # a batch never measured is extrapolated with no batching gain (errs low)
+    assert capacity.step_ms(8) == pytest.approx(400.0)
+    assert capacity.share(8) == pytest.approx(2.5)
+    assert capacity.share(1) == pytest.approx(20.0)  # batch 1 scaled down linearly from 4: 50 ms
+
+
+def test_cpu_bound_and_latency_guard():
+    capacity, clock = model(target_utilisation=0.5)
+    capacity.step_done(engine="passthrough", side=512, steps=1, batch=2, step_ms=2.0)
+    assert capacity.share(2) == 30.0  # the device thread alone could do 1000 fps: capped at the camera
+    clock.t, clock.cpu = 1.0, 0.5  # 0.5 s of CPU for the 2 frames of that step...
+    for _ in range(98):  # ...and 98 more steps: 100 frames per 0.5 s CPU = 5 ms a frame
+        capacity.step_done(engine="passthrough", side=512, steps=1, batch=1, step_ms=2.0)
+    capacity.sample()
+    assert capacity.cpu_ms_per_frame == pytest.approx(5.0)
+    assert capacity.total_fps(2) == pytest.approx(2 * 0.5 * 1000 / 5.0)  # cores * utilisation / cost
+    for _ in range(20):
+        capacity.frame_age(900.0)  # waited far longer than a 2 ms step + 150 ms
+    clock.t = 2.0
+    capacity.sample()
+    assert capacity.guard == pytest.approx(0.8)  # frames got old: cut
+    for _ in range(20):
+        capacity.frame_age(10.0)
+    clock.t = 3.0
+    capacity.sample()
+    assert capacity.guard == pytest.approx(0.88)  # fresh again: eased back
+
+
+def test_admission_floor():
+    capacity, _ = model(min_fps=8.0)
+    assert capacity.admits(50)  # nothing measured: admit, measure
+    capacity.step_done(engine="tiny", side=512, steps=1, batch=1, step_ms=50.0)  # 20 fps for one call
+    assert capacity.admits(2)  # 10 fps each
+    assert not capacity.admits(3)  # 6.7 fps each < 8
+
+
+def test_batched_frames_equal_each_call_alone():
+    """Four calls in one step (human mode: one batched RVM run with each call's recurrent state) give exactly
+    what each gets alone, frame after frame."""
+    from speakdraw.matting import load_matting
+
+    rvm = load_matting(progress=False)
+    image = np.ascontiguousarray(data.astronaut()[::2, ::2])
+    variants = [image, np.ascontiguousarray(image[:, ::-1]), np.roll(image, 30, axis=1), 255 - image]
+    effects = ["invert", "none", "invert", "none"]
+
+    def calls() -> list[Pipeline]:
+        return [
+            Pipeline(
+                Settings(mode="human", width=256, height=256, passthrough_effect=e, matte_feather=2),
+                engine=PassthroughEngine(),
+                matting=rvm,
+            )
+            for e in effects
+        ]
+
+    alone, batched = calls(), calls()
+    for step in range(4):
+        frames = [np.roll(v, 5 * step, axis=0) for v in variants]
+        expected = [p.process(f) for p, f in zip(alone, frames, strict=True)]
+        got = [r.result() for r in process_frames(list(zip(batched, frames, strict=True)))]
+        for e, g in zip(expected, got, strict=True):
+            assert np.array_equal(e, g)
+    assert [s.frames for s in (p._matting_session for p in batched)] == [4, 4, 4, 4]
+
+
+def test_a_failing_call_does_not_take_the_batch_down():
+    class Fails(PassthroughEngine):
+        def process_batch(self, items):
+            if any(frame[0, 0, 0] == 13 for _, frame in items):
+                raise RuntimeError("pixel value 13 is cursed")
+            return super().process_batch(items)
+
+    engine = Fails()
+    good, bad = (
+        Pipeline(Settings(width=64, height=64), engine=engine),
+        Pipeline(Settings(width=64, height=64), engine=engine),
+    )
+    frame = np.zeros((64, 64, 3), np.uint8)
+    ok, failed = process_frames([(good, frame), (bad, frame + 13)])
+    assert ok.error is None and ok.out.shape == (64, 64, 3)
+    assert isinstance(failed.error, RuntimeError) and "cursed" in str(failed.error)
+
+
+async def test_max_sessions_refuses_with_retry_after_even_when_offers_arrive_together(start_server):
+    """10 offers at once against --max-sessions 2: exactly 2 calls, 8 refusals with 503 + Retry-After."""
+    server = start_server("--max-sessions", "2")
+    clients = [RtcClient(server.base) for _ in range(10)]
+    results = await asyncio.gather(*(c.connect() for c in clients), return_exceptions=True)
+    try:
+        accepted = [r for r in results if r is None]
+        refused = [r for r in results if isinstance(r, RuntimeError)]
+        assert len(accepted) == 2 and len(refused) == 8, results
+        assert all("503" in str(r) and "too_many_sessions" in str(r) for r in refused)
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{server.base}/api/offer", json={"type": "offer", "sdp": "v=0"}) as resp:
+                assert resp.status == 503 and int(resp.headers["Retry-After"]) >= 1
+    finally:
+        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+
+
+async def test_server_full_when_measured_capacity_would_drop_calls_below_min_fps(start_server):
+    """A 200 ms model step turns around 5 frames/s: one call fits above --min-fps 2, a third would not."""
+    server = start_server("--simulate-model-ms", "200", "--min-fps", "2")
+    first, second = RtcClient(server.base), RtcClient(server.base)
+    try:
+        await first.connect()
+        await first.wait_frames(5)
+        hint = await first.expect("send", where=lambda m: m["max_fps"] < 10, timeout=15)
+        assert hint["max_side"] == 512 and hint["reason"]
+        await second.connect()  # 2.5 fps each: still above 2
+        await second.wait_frames(3)
+        await asyncio.sleep(2.0)  # the model measures the step with both calls
+        async with aiohttp.ClientSession() as http:
+            body = {"type": "offer", "sdp": "v=0"}
+            async with http.post(f"{server.base}/api/offer", json=body) as resp:
+                payload = await resp.json()
+                assert resp.status == 503, payload
+                assert payload["error"]["code"] == "server_full" and int(resp.headers["Retry-After"]) >= 1
+        await second.close()
+        await asyncio.sleep(1.5)
+        third = RtcClient(server.base)  # a slot freed: admitted again
+        await third.connect()
+        await third.close()
+    finally:
+        await first.close()
+        await second.close()
+
+
+@pytest.mark.slow
+async def test_eight_callers_stay_flat_fair_and_apart(start_server):
+    """8 callers at 512², 30 fps offered, honouring `send`: flat round trip, p95 ≤ 500 ms, ≥ 6 fps each, fair,
+    no cross-talk. The callers run on this machine too, so the server budgets one core (`--cpu-cores 1`)."""
+    server = start_server("--cpu-cores", "1")
+    run = await run_callers(server.base, callers=8, seconds=30.0, warmup_s=5.0)
+    s = run.summary()
+    print(s)
+    assert s["foreign_frames"] == 0
+    assert s["last5s_p95_ms"] <= 1.25 * s["first5s_p95_ms"] + 60, s
+    assert s["rtt_p95_ms"] <= 500, s
+    assert s["fps_min"] >= 6, s
+    assert s["fairness"] >= 0.8, s
+
+
+@pytest.mark.slow
+async def test_a_caller_that_ignores_send_does_not_hurt_the_others(start_server):
+    server = start_server("--cpu-cores", "1")
+    start = time.monotonic()
+    run = await run_callers(server.base, callers=8, seconds=20.0, warmup_s=5.0, ignore_send=frozenset({7}))
+    others = type(run)([c for c in run.callers if c.index != 7], run.seconds)
+    s = others.summary()
+    print(s, run.summary()["fps_per_caller"], time.monotonic() - start)
+    assert s["foreign_frames"] == 0
+    assert s["last5s_p95_ms"] <= 1.25 * s["first5s_p95_ms"] + 60, s
+    assert s["rtt_p95_ms"] <= 500, s
+    assert s["fps_min"] >= 6, s
+    assert s["fairness"] >= 0.8, s
