@@ -173,3 +173,18 @@ def test_style_is_the_first_fallback_and_missing_weights_fall_through(monkeypatc
     monkeypatch.setitem(ENGINES, "style", missing)
     got, warnings = load_engine(EngineOptions(engine="sd-turbo"))
     assert got.name == "passthrough" and any("style-multistyle26" in w for w in warnings)
+
+
+def test_human_mode_with_real_rvm_repaints_only_the_person(engine):
+    from speakdraw.matting import load_matting
+    from tests.test_matting_call import SUIT, WALL, _looks_like
+
+    img = astronaut(512)
+    pipe = Pipeline(settings(512, style=3, mode="human"), engine=engine, matting=load_matting("cpu", progress=False))
+    for _ in range(3):  # RVM's recurrent state settles over a few frames
+        out = pipe.process(img)
+    assert _looks_like(out, img, WALL, margin=8.0)  # the wall behind her comes back as sent
+    assert not _looks_like(out, img, SUIT, margin=40.0)  # her suit is repainted
+    full = Pipeline(settings(512, style=3), engine=engine).process(img)
+    inner = (slice(340, 400), slice(100, 160))  # well inside the suit, where the matte is 1
+    assert diff(out[inner], full[inner]) < 2.0  # ... with the style engine's output
