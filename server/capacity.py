@@ -9,7 +9,8 @@ Two bounds, both measured while the server runs:
   utilisation.
 The smaller bound, times a latency guard (cut when frames wait — queued before they reach us,
 or in the inbox — longer than a step should make them, eased back when they do not; another
-process on the machine shows up only there), is split evenly among the calls: `share(n)`. A new call is admitted only while every call would keep `min_fps`.
+process on the machine shows up only there), is split evenly among the calls: `share(n)`.
+A new call is admitted only while every call would keep `min_fps`.
 """
 
 from __future__ import annotations

