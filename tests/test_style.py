@@ -144,6 +144,9 @@ def test_human_mode_pipeline_composites_the_style_output(engine):
         def new_session(self):
             return self
 
+        def alpha_batch(self, items):
+            return [session.alpha(rgb) for session, rgb in items]
+
         def alpha(self, rgb):
             a = np.zeros(rgb.shape[:2], np.float32)
             a[:, : rgb.shape[1] // 2] = 1.0
