@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-fps", type=float, default=8.0, help="refuse a call that would push every call below this (default 8)"
     )
     serve.add_argument(
+        "--connect-timeout", type=float, default=20.0, help="close a call not connected after this many seconds"
+    )
+    serve.add_argument(
         "--cpu-cores",
         type=int,
         default=0,
@@ -98,6 +101,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_sessions=args.max_sessions,
         min_fps=args.min_fps,
         cpu_cores=args.cpu_cores,
+        connect_timeout_s=args.connect_timeout,
     )
     beyond_loopback = config.https_port or not is_loopback(config.host)
     if beyond_loopback and not config.token:
@@ -108,13 +112,14 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 async def serve(config: ServerConfig) -> None:
     from aiohttp import web
 
+    from server.access_log import RedactingAccessLogger
     from server.app import create_app
     from server.banner import banner, models_line
     from server.certs import ensure_self_signed
     from server.state import LOAD_TASK, STATE
 
     app = create_app(config)
-    runner = web.AppRunner(app, handle_signals=False)
+    runner = web.AppRunner(app, handle_signals=False, access_log_class=RedactingAccessLogger)
     await runner.setup()
     sites = [web.TCPSite(runner, config.host, config.port)]
     if config.https_port:
@@ -150,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         return models_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from server.access_log import RedactingFilter
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
     asyncio.run(serve(config_from_args(args)))
     _exit_if_workers_hang()
     return 0

@@ -45,6 +45,7 @@ class ServerConfig:
     ice_servers: list[str] = field(default_factory=list)
     simulate_model_ms: float = 0.0
     max_sessions: int = 8
+    connect_timeout_s: float = 20.0  # a call that has not connected by then is closed (its slot freed)
     cpu_cores: int = 0  # cores the capacity model budgets (0 = all usable); less when callers share the machine
     min_fps: float = 8.0  # admission floor: a call that would push every call below it is refused
     max_offer_bytes: int = 256 * 1024

@@ -1,6 +1,21 @@
-// REST helpers: every /api call carries the page's token (read once from ?token= in the page URL).
+// REST helpers: every /api call carries the page's token. The join URL brings it as ?token=; the page
+// keeps it in sessionStorage (this tab only) and removes it from the address bar, so it is not left in
+// the history, a screenshot of the address or a shared link.
 
-export const token = new URLSearchParams(window.location.search).get("token") || "";
+const TOKEN_KEY = "speakdraw-token";
+
+function takeToken() {
+  const url = new URL(window.location.href);
+  const fromUrl = url.searchParams.get("token");
+  if (fromUrl) {
+    sessionStorage.setItem(TOKEN_KEY, fromUrl);
+    url.searchParams.delete("token");
+    history.replaceState(history.state, "", url.pathname + url.search + url.hash);
+  }
+  return fromUrl || sessionStorage.getItem(TOKEN_KEY) || "";
+}
+
+export const token = takeToken();
 
 /** An HTTP error carrying the server's {"error": {"code", "message"}} body. */
 export class ApiError extends Error {

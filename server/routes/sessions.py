@@ -95,7 +95,12 @@ async def offer(request: web.Request) -> web.Response:
             pipeline = await state.workers.scheduler.run(lambda: state.new_pipeline(settings))
         except RuntimeError as exc:  # the device is shutting down
             return json_error(503, "shutting_down", str(exc), headers={"Retry-After": "5"})
-        session = Session(state, pipeline, on_closed=lambda s: state.sessions.pop(s.id, None))
+        session = Session(
+            state,
+            pipeline,
+            on_closed=lambda s: state.sessions.pop(s.id, None),
+            connect_timeout_s=state.config.connect_timeout_s,
+        )
         state.sessions[session.id] = session
     finally:
         state.reserved -= 1
