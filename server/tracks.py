@@ -25,6 +25,10 @@ from speakdraw.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
+# While a call's frames fail, its sender gets the last good frame again this often: the browser's
+# video keeps moving (a receiver that gets nothing shows a frozen or black picture) until frames flow.
+REPEAT_LAST_S = 0.25
+
 
 @dataclass
 class OutFrame:
@@ -149,6 +153,8 @@ class VideoProcessor:
         self.transit = TransitDelay()
         self._task: asyncio.Task | None = None
         self.ended = asyncio.Event()  # the camera track ended (or failed)
+        self.failing = False  # the newest processed frame failed (the sender repeats the last good one)
+        self.repeated = 0  # frames the sender repeated meanwhile
 
     @property
     def dropped(self) -> int:
@@ -196,12 +202,14 @@ class VideoProcessor:
         # how long the frame waited (queued before us + in the inbox); the step itself is not waiting
         self.scheduler.capacity.frame_age(self.stats.last_transit_ms + (result.started - result.arrived) * 1000.0)
         if result.error is not None or result.frame is None:
+            self.failing = True
             self.stats.errors += 1
             if self.observer is not None:
                 self.observer.frame_failed()
             if self.faults is not None and result.error is not None:
                 self.faults.frame_failed(result.error)
             return
+        self.failing = False
         if self.faults is not None:
             self.faults.frame_ok()
         self.stats.frames_processed += 1
@@ -247,9 +255,11 @@ class TransformedVideoTrack(MediaStreamTrack):
             if self.processor.observer is not None:
                 self.processor.observer.frame_sent(encode_ms, (now - self.last.arrived) * 1000.0)
         self._handed_at = None
-        out = await self.processor.outbox.get()
+        out, repeat = await self._next()
         frame = out.frame
-        if self._last_pts is not None and frame.pts is not None and frame.pts <= self._last_pts:
+        if repeat and self._last_pts is not None and frame.time_base:
+            frame.pts = self._last_pts + max(1, int(REPEAT_LAST_S / frame.time_base))
+        elif self._last_pts is not None and frame.pts is not None and frame.pts <= self._last_pts:
             frame.pts = self._last_pts + 1  # the encoder needs increasing pts
         self._last_pts = frame.pts
         stats = self.processor.stats
@@ -262,3 +272,16 @@ class TransformedVideoTrack(MediaStreamTrack):
         for listener in self.listeners:
             listener(out)
         return frame
+
+    async def _next(self) -> tuple[OutFrame, bool]:
+        """The next processed frame, or (while this call's frames fail) the last good one again."""
+        outbox = self.processor.outbox
+        while True:
+            if self.last is None:
+                return await outbox.get(), False
+            try:
+                return await asyncio.wait_for(outbox.get(), REPEAT_LAST_S), False
+            except asyncio.TimeoutError:
+                if self.processor.failing:
+                    self.processor.repeated += 1
+                    return self.last, True
