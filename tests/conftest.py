@@ -79,3 +79,17 @@ def pytest_runtest_makereport(item, call):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped in CI, where tests/setup.sh should have provided it: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """The same at collection: a module that skips as a whole (`pytest.skip(allow_module_level=True)`,
+    `importorskip`) would otherwise make all its tests vanish with CI still green."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{collector.nodeid} skipped at collection in CI, where tests/setup.sh should have provided it: {reason}"
+        )
