@@ -42,3 +42,19 @@ class RedactingFilter(logging.Filter):
         if "token=" in message.lower():
             record.msg, record.args = redact(message), None
         return True
+
+
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs every request it cannot parse (bad request line, header too long, bad chunking) with a
+    traceback at ERROR, after answering 400: any client could fill the log. One line, no traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError) and 400 <= (error.code or 400) < 500:
+            first = str(error.message).strip().splitlines()[0] if error.message else ""
+            record.msg, record.args = f"{record.getMessage()}: {type(error).__name__} {first}"[:300], None
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True

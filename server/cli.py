@@ -155,10 +155,11 @@ def main(argv: list[str] | None = None) -> int:
         return models_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from server.access_log import RedactingFilter
+    from server.access_log import MalformedRequestFilter, RedactingFilter
 
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactingFilter())
+    logging.getLogger("aiohttp.server").addFilter(MalformedRequestFilter())
     asyncio.run(serve(config_from_args(args)))
     _exit_if_workers_hang()
     return 0
