@@ -115,14 +115,15 @@ def test_matte_runs_while_the_engine_repaints(rvm):
         assert overlapped.overlap_matting  # passthrough leaves the CPU to RVM
         serial = Pipeline(settings, engine=engine, matting=rvm, overlap_matting=False, matte_executor=pool)
         totals = {"overlapped": [], "serial": []}
-        for _ in range(4):
+        for _ in range(8):
             a, b = overlapped.process(image), serial.process(image)
             assert np.array_equal(a, b)
             totals["overlapped"].append(overlapped.last_timings_ms)
             totals["serial"].append(serial.last_timings_ms)
-    over = np.median([t["total"] for t in totals["overlapped"]])
-    ser = np.median([t["total"] for t in totals["serial"]])
-    matte = np.median([t["matte"] for t in totals["overlapped"]])
+    # the fastest of 8 frames of each: what the code costs, not what another process took from the CPU meanwhile
+    over = np.min([t["total"] for t in totals["overlapped"]])
+    ser = np.min([t["total"] for t in totals["serial"]])
+    matte = np.min([t["matte"] for t in totals["overlapped"]])
     assert matte > 5.0  # RVM really ran
     assert ser >= 80.0 + 0.8 * matte, totals
     assert over < ser - 0.5 * min(matte, 80.0), (over, ser, matte)

@@ -109,6 +109,8 @@ def test_compile_warms_up_at_load_and_keeps_the_output():
     s = Settings(width=64, height=64)
     start = time.perf_counter()
     out = compiled.new_session(s).process(frame)
-    assert time.perf_counter() - start < 2.0  # no compilation on the first frame
+    first_s = time.perf_counter() - start
+    # no compilation on the first frame: compiling takes ~1 min here; 10 s is the margin a loaded machine needs
+    assert first_s < 10.0, first_s
     assert compiled.acceleration == "compile" and compiled.unet is not compiled.components.unet
     assert np.abs(out.astype(int) - eager.new_session(s).process(frame)).max() <= 2

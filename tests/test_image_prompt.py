@@ -191,7 +191,7 @@ async def test_bad_uploads_are_refused_and_change_nothing(sd15, sd15_engine, nam
     assert sd15.pipeline.image_prompt is prompt and sd15_engine.ip_adapter.encodes == encodes
     assert np.array_equal(frame_of(sd15.pipeline), before)
     if name == "bomb":
-        assert elapsed < 2.0  # refused from its header: 900 Mpixels were never decoded
+        assert elapsed < 5.0  # refused from its header: 900 Mpixels were never decoded (margin for a loaded machine)
 
 
 async def test_the_bomb_is_small_on_the_wire():

@@ -238,7 +238,8 @@ async def _slow_readers(server, call: RtcClient, pid: int) -> None:
     # Queuing parts per viewer grows ~4 x 30/s x 20 KB = 2.4 MB/s here (checked: +59 MiB over the 8 s).
     assert growth_mib < 8, growth_mib
     assert loaded["fps_out"] >= 0.8 * baseline["fps_out"], (baseline, loaded)
-    assert loaded["shown_age_ms"] <= baseline["shown_age_ms"] + max(20.0, 0.5 * baseline["shown_age_ms"]), (
+    # not delayed: a queue behind slow readers would add seconds; the slack is scheduling noise on a busy machine
+    assert loaded["shown_age_ms"] <= baseline["shown_age_ms"] + max(60.0, baseline["shown_age_ms"]), (
         baseline,
         loaded,
     )
