@@ -109,7 +109,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     return config
 
 
-async def serve(config: ServerConfig) -> None:
+async def serve(config: ServerConfig) -> list[str]:
+    """Run until SIGINT/SIGTERM; returns the names of worker threads still busy after their grace."""
     from aiohttp import web
 
     from server.access_log import RedactingAccessLogger
@@ -145,6 +146,7 @@ async def serve(config: ServerConfig) -> None:
     await runner.cleanup()
     alive = state.workers.wait_stopped(SHUTDOWN_GRACE_S)
     log.info("speakdraw threads alive after shutdown: %s", alive)
+    return alive
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,15 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactingFilter())
     logging.getLogger("aiohttp.server").addFilter(MalformedRequestFilter())
-    asyncio.run(serve(config_from_args(args)))
-    _exit_if_workers_hang()
+    busy = asyncio.run(serve(config_from_args(args)))
+    _exit_if_workers_hang(0.0 if busy else SHUTDOWN_GRACE_S)  # busy ones already had their grace
     return 0
 
 
-def _exit_if_workers_hang() -> None:
+def _exit_if_workers_hang(grace_s: float = SHUTDOWN_GRACE_S) -> None:
     """Python joins worker threads at exit; one inside a long CPU diffusion step or a weight download would hold
     the process for its duration. Give them a short grace, then exit anyway: peers and sockets are closed."""
-    deadline = time.monotonic() + SHUTDOWN_GRACE_S
+    deadline = time.monotonic() + grace_s
     others = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]
     for thread in others:
         thread.join(max(0.0, deadline - time.monotonic()))
