@@ -37,9 +37,10 @@ class OverloadRun:
         }
 
 
-async def run_overload(base: str, seconds: float = 20.0, fps: float = 30.0) -> OverloadRun:
-    """Client-side round trip: each received frame's id is matched to when that id was sent."""
-    client = RtcClient(base, fps=fps, keep_frames=2)
+async def run_overload(base: str, seconds: float = 20.0, fps: float = 30.0, honour_send: bool = True) -> OverloadRun:
+    """Client-side round trip: each received frame's id is matched to when that id was sent. With
+    `honour_send=False` the camera keeps its rate whatever the server's `send` hint says."""
+    client = RtcClient(base, fps=fps, keep_frames=2, honour_send=honour_send)
     await client.connect()
     try:
         await client.wait_frames(3)
