@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -212,6 +213,10 @@ async def test_an_engine_that_keeps_failing_moves_the_call_to_the_fallback(caplo
             await client.wait_frames(10)  # the fallback runs
             assert session.pipeline.engine is state.fallback
             assert _tracebacks(caplog, session.id) == 1
+            async with aiohttp.ClientSession() as http, http.get(base + "/metrics") as resp:
+                metrics = await resp.text()
+            counted = re.search(r'^speakdraw_errors_total\{code="pipeline_error"\} (\S+)$', metrics, re.M)
+            assert counted and float(counted.group(1)) >= 3 + 1, metrics[-2000:]  # 3 failed frames + the error
         finally:
             engine.fail.clear()
             await client.close()
