@@ -231,7 +231,8 @@ class VideoProcessor:
 
 
 class TransformedVideoTrack(MediaStreamTrack):
-    """The track sent back to the browser: each recv() hands out the newest processed frame."""
+    """The track sent back to the browser: each recv() hands out the newest processed frame (while this
+    call's frames fail, the last good one again every `REPEAT_LAST_S`, so the picture never stalls)."""
 
     kind = "video"
 
