@@ -27,10 +27,11 @@ from diffusers import (
     DiffusionPipeline,
     EulerDiscreteScheduler,
     StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
 from diffusers.models.unet_2d_blocks import AutoencoderTinyBlock
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from speakdraw.diffusion.tokenizer import BOS, EOS, char_clip_tokenizer, char_vocab
 
@@ -162,23 +163,38 @@ class Components:
     text_encoder: CLIPTextModel
     tokenizer: CLIPTokenizer
     scheduler: EulerDiscreteScheduler
+    # SDXL only: the second (projected, pooled) text encoder and its tokenizer
+    text_encoder_2: CLIPTextModelWithProjection | None = None
+    tokenizer_2: CLIPTokenizer | None = None
 
     def to(self, device: torch.device | str, dtype: torch.dtype) -> Components:
-        for module in (self.unet, self.vae, self.text_encoder):
-            module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        for module in (self.unet, self.vae, self.text_encoder, self.text_encoder_2):
+            if module is not None:
+                module.to(device=device, dtype=dtype).eval().requires_grad_(False)
         return self
 
-    def pipeline(self, cls: type[DiffusionPipeline] = StableDiffusionPipeline, **replace: Any) -> DiffusionPipeline:
-        """A diffusers SD pipeline over these modules (no safety checker); `replace` swaps some (e.g. unet=...)."""
+    def pipeline(self, cls: type[DiffusionPipeline] | None = None, **replace: Any) -> DiffusionPipeline:
+        """A diffusers pipeline over these modules (SD: no safety checker; SDXL: no watermark).
+
+        `cls` defaults to `StableDiffusionPipeline`, or `StableDiffusionXLPipeline` for SDXL
+        components; `replace` swaps some modules (e.g. unet=...).
+        """
         modules = {
             "vae": self.vae,
             "text_encoder": self.text_encoder,
             "tokenizer": self.tokenizer,
             "unet": self.unet,
             "scheduler": self.scheduler,
-            **replace,
         }
-        return cls(**modules, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        if self.text_encoder_2 is not None:
+            modules.update(text_encoder_2=self.text_encoder_2, tokenizer_2=self.tokenizer_2, **replace)
+            return (cls or StableDiffusionXLPipeline)(
+                **modules, force_zeros_for_empty_prompt=True, add_watermarker=False
+            )
+        modules.update(replace)
+        return (cls or StableDiffusionPipeline)(
+            **modules, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+        )
 
 
 def _identity_taps(conv: torch.nn.Conv2d, pairs: dict[int, int], scale: float = 1.0) -> None:
