@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--cert", type=Path, help="TLS certificate (PEM); default: self-signed in certs/")
     serve.add_argument("--key", type=Path, help="TLS private key (PEM)")
     serve.add_argument("--token", help="access token for /api/* (generated when listening beyond loopback)")
-    serve.add_argument("--engine", default="sd-turbo", choices=["sd-turbo", "tiny", "passthrough"])
+    serve.add_argument("--engine", default="sd-turbo", choices=["sd-turbo", "sdxl-turbo", "tiny", "passthrough"])
     serve.add_argument("--model", default="stabilityai/sd-turbo", help="hub id or local folder")
     serve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     serve.add_argument("--acceleration", default="none", choices=["none", "xformers", "compile", "tensorrt"])
