@@ -232,3 +232,10 @@ def test_the_batch_step_failing_raises_for_everyone(tiny, monkeypatch):
     monkeypatch.undo()
     assert tiny.process_batch([(a, camera(1))])[0].shape == (SIZE, SIZE, 3)
     assert torch.is_grad_enabled()  # no_grad does not leak out of the step
+
+
+def test_batched_equals_alone_tiny_sdxl():
+    """SDXL: each session's pooled embeds and time ids go with its rows (added_cond_kwargs), image prompts padded."""
+    engine = load("tiny-sdxl")
+    assert engine.is_sdxl
+    assert_close(run_alone(engine, image_prompts=True), run_batched(engine, image_prompts=True))

@@ -330,7 +330,8 @@ def _build_sdxl(tiny: bool, use_taesd: bool) -> Components:
         make_pixelating(vae)
     text_encoder = _text_encoder(TINY_SDXL_TEXT if tiny else CLIP_L_TEXT)
     text_encoder_2 = _text_encoder(TINY_SDXL_TEXT_2 if tiny else OPENCLIP_BIGG_TEXT, CLIPTextModelWithProjection)
-    scheduler = EulerDiscreteScheduler.from_config(SDXL_TURBO_SCHEDULER)
+    with torch.device("cpu"):  # the scheduler's tables go through numpy
+        scheduler = EulerDiscreteScheduler.from_config(SDXL_TURBO_SCHEDULER)
     return Components(unet, vae, text_encoder, char_clip_tokenizer(), scheduler, text_encoder_2, char_clip_tokenizer())
 
 
