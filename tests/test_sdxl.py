@@ -251,3 +251,27 @@ def test_registry_lists_the_sdxl_weights():
     for name in ("sdxl-turbo", "taesdxl", "ip-adapter-sdxl"):
         entry = weights.REGISTRY[name]
         assert entry.sources and any("hub" in source.describe() for source in entry.sources)
+
+
+def test_sdxl_adapter_file_loads_through_the_registry(engine, tmp_path, monkeypatch):
+    """`ip-adapter-sdxl` (safetensors, the hub file's format) + the ViT-H encoder entry, by env path."""
+    from safetensors.torch import save_file
+
+    encoder = tiny_image_encoder()
+    state = tiny_adapter_state(engine.unet, encoder.config.projection_dim)
+    encoder.save_pretrained(tmp_path / "image_encoder", safe_serialization=True)
+    path = tmp_path / "ip-adapter_sdxl_vit-h.safetensors"
+    save_file({f"{g}.{k}": v.contiguous() for g, d in state.items() for k, v in d.items()}, str(path))
+    monkeypatch.setenv("SPEAKDRAW_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SPEAKDRAW_IP_ADAPTER_SDXL_PATH", str(path))
+    monkeypatch.setenv("SPEAKDRAW_IP_ADAPTER_ENCODER_PATH", str(tmp_path / "image_encoder"))
+    loaded = load_diffusion_engine(
+        EngineOptions(engine="tiny", model="tiny-sdxl", device="cpu", extra={"ip_adapter": "registry"})
+    )
+    assert loaded.features()["image_prompt"] and str(path) in loaded.ip_adapter.source
+    outs = []
+    for e in (loaded, engine):
+        session = e.new_session(settings())
+        session.set_image_prompt(e.encode_image_prompt(picture(2)))
+        outs.append(session.process(camera()))
+    assert np.array_equal(*outs)
