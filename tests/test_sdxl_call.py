@@ -89,3 +89,25 @@ async def test_tiny_sdxl_call_image_prompt_changes_and_clears_and_calls_stay_iso
     finally:
         await a.close()
         await b.close()
+
+
+async def test_sdxl_turbo_without_weights_falls_back_and_says_why(start_server, tmp_path):
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(tmp_path / "hf"),
+        "SPEAKDRAW_HOME": str(tmp_path / "home"),
+        "SPEAKDRAW_SDXL_TURBO_PATH": "",
+    }
+    server = start_server(engine="sdxl-turbo", env=env)
+    with urllib.request.urlopen(server.base + "/api/settings", timeout=5) as resp:
+        info = json.loads(resp.read())["server"]
+    assert info["engine"] != "sdxl-turbo"
+    assert any("sdxl-turbo" in w and "offline" in w for w in info["warnings"]), info["warnings"]
+    client = RtcClient(server.base)
+    await client.connect()
+    try:
+        status = await client.expect("status")
+        assert status["engine"] == info["engine"] and "sdxl-turbo" in status["message"]
+        await client.wait_frames(5)
+    finally:
+        await client.close()
