@@ -53,7 +53,7 @@ def picture(seed: int) -> np.ndarray:
 
 
 SESSIONS = [
-    ({"prompt": "a red fox", "seed": 1, "strength": 0.5}, 1),
+    ({"prompt": "a red fox", "seed": 1, "strength": 0.5, "similarity_filter": True, "similarity_threshold": 0.999}, 1),
     ({"prompt": "blue ocean waves", "seed": 22, "strength": 0.8, "steps": 2}, None),
     (
         {"prompt": "a castle", "seed": 333, "strength": 0.6, "steps": 3, "cfg_type": "self", "guidance_scale": 1.4},
@@ -83,6 +83,11 @@ def make(engine: DiffusionEngine, index: int, image_prompts: bool, **extra):
     return session
 
 
+def frame_for(k: int, f: int) -> np.ndarray:
+    """Session 0 (similarity filter on) sees frame 2 twice: its filter skips the repeat, alone and batched."""
+    return camera(2 if (k == 0 and f == 3) else f, k)
+
+
 def change(session, partial: dict) -> None:
     new = session.settings.updated(partial)
     session.update(new, new.changed_fields(session.settings))
@@ -105,8 +110,9 @@ def run_alone(engine: DiffusionEngine, image_prompts: bool, n: int = 4) -> list[
         frames = []
         for f in range(FRAMES):
             script(k, f, session)
-            frames.append(session.process(camera(f, k)))
+            frames.append(session.process(frame_for(k, f)))
         outs.append(frames)
+        assert session.frames_skipped == (1 if k == 0 else 0)
     return outs
 
 
@@ -120,12 +126,13 @@ def run_batched(engine: DiffusionEngine, image_prompts: bool, n: int = 4) -> lis
             for k, session in enumerate(sessions):
                 script(k, f, session)
             before = len(calls)
-            results = engine.process_batch([(s, camera(f, k)) for k, s in enumerate(sessions)])
+            results = engine.process_batch([(s, frame_for(k, f)) for k, s in enumerate(sessions)])
             assert len(calls) - before == 1, "one UNet call for all sessions"
             for k, out in enumerate(results):
                 outs[k].append(out)
     finally:
         hook.remove()
+    assert [s.frames_skipped for s in sessions] == [1] + [0] * (n - 1)
     return outs
 
 
