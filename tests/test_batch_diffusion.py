@@ -246,3 +246,21 @@ def test_batched_equals_alone_tiny_sdxl():
     engine = load("tiny-sdxl")
     assert engine.is_sdxl
     assert_close(run_alone(engine, image_prompts=True), run_batched(engine, image_prompts=True))
+
+
+def test_row_limit_cuts_the_batch_into_several_calls(tiny, monkeypatch):
+    """TensorRT engines take at most `max_unet_rows` rows: the batch is cut, outputs unchanged."""
+    s = Settings(width=SIZE, height=SIZE, prompt_fade_frames=0, steps=2, cfg_type="full", guidance_scale=2.0)
+    free = [tiny.new_session(s.updated({"seed": k})) for k in range(3)]
+    cut = [tiny.new_session(s.updated({"seed": k})) for k in range(3)]
+    for f in range(3):
+        expected = tiny.process_batch([(x, camera(f, k)) for k, x in enumerate(free)])
+        monkeypatch.setattr(tiny, "max_unet_rows", 8)  # 4 rows per session: 2 + 1 calls
+        before = tiny.batches
+        got = tiny.process_batch([(x, camera(f, k)) for k, x in enumerate(cut)])
+        monkeypatch.undo()
+        assert tiny.batches - before == 2
+        if f >= 1:  # frame 0 of a 2-step stream is its warm-up frame (see `warmup`)
+            for e, g in zip(expected, got, strict=True):
+                diff = np.abs(e.astype(np.int16) - g.astype(np.int16))
+                assert diff.max() <= 2 and diff.mean() <= 0.05, (int(diff.max()), float(diff.mean()))

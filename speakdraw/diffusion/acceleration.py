@@ -118,4 +118,5 @@ def _tensorrt(engine: DiffusionEngine, size: tuple[int, int]) -> None:
     accelerate_with_tensorrt(template, str(engine_dir), max_batch_size=8, min_batch_size=1)
     engine.unet, engine.vae = template.unet, template.vae
     engine.fixed_size = (width, height)
+    engine.max_unet_rows = 8  # process_batch cuts larger batches of calls into several UNet calls
     warm_up(engine, size)

@@ -77,6 +77,7 @@ class DiffusionEngine(Engine):
         self.vae = components.vae
         self.acceleration = "none"
         self.fixed_size: tuple[int, int] | None = None  # TensorRT engines are built for one size
+        self.max_unet_rows: int | None = None  # TensorRT engines take at most this many rows per call
         self.text_encodes = 0  # text-encoder runs (tests: a prompt change encodes once, nothing else does)
         self.family = "sd2"  # set by the loader (ip_adapter.detect_family)
         self.ip_adapter: IPAdapter | None = None  # set by ip_adapter attachment at load
@@ -168,9 +169,25 @@ class DiffusionEngine(Engine):
             else:
                 groups.setdefault((session.stream.width, session.stream.height), []).append((i, session, ready))
         for group in groups.values():
-            for (i, session, _), out in zip(group, self._step(group), strict=True):
-                outs[i] = session._end(out, items[i][1].shape)
+            for chunk in self._chunks(group):
+                for (i, session, _), out in zip(chunk, self._step(chunk), strict=True):
+                    outs[i] = session._end(out, items[i][1].shape)
         return outs  # type: ignore[return-value]
+
+    def _chunks(self, group: list[tuple[int, DiffusionSession, torch.Tensor]]) -> list[list]:
+        """The group as is, or cut so that no UNet call exceeds `max_unet_rows` (TensorRT's profile)."""
+        if self.max_unet_rows is None:
+            return [group]
+        chunks: list[list] = [[]]
+        rows = 0
+        for entry in group:
+            n = step.row_count(entry[1].stream)
+            if chunks[-1] and rows + n > self.max_unet_rows:
+                chunks.append([])
+                rows = 0
+            chunks[-1].append(entry)
+            rows += n
+        return chunks
 
     def _step(self, group: list[tuple[int, DiffusionSession, torch.Tensor]]) -> list[torch.Tensor]:
         """Sessions whose frames share one model size: their decoded images (1x3xHxW each)."""

@@ -47,6 +47,14 @@ def _cfg_rows(stream: StreamDiffusion) -> str | None:
     return None
 
 
+def row_count(stream: StreamDiffusion) -> int:
+    """How many UNet rows this stream adds to a call (its stream batch, plus the CFG rows of its cfg_type)."""
+    cfg = _cfg_rows(stream)
+    if cfg == "full":
+        return 2 * stream.batch_size
+    return stream.batch_size + (stream.frame_bff_size if cfg == "initialize" else 0)
+
+
 def encode(stream: StreamDiffusion, latent: torch.Tensor) -> torch.Tensor:
     """A frame's VAE latent (already sampled) → the noised x_t, as `StreamDiffusion.encode_image`."""
     return stream.add_noise(latent * stream.vae.config.scaling_factor, stream.init_noise[0], 0)
