@@ -99,11 +99,13 @@ def test_unknown_acceleration_is_refused():
 
 
 @pytest.mark.slow
-def test_compile_warms_up_at_load_and_keeps_the_output():
-    """torch.compile (inductor, ~1 min on 2 CPU cores): compiled at load, not on the call's first frame."""
+def test_compile_warms_up_before_the_first_call_and_keeps_the_output():
+    """torch.compile (inductor, ~1 min on 2 CPU cores): compiled by `warmup()` (the server runs it on its device
+    thread after loading), not on the call's first frame."""
     options = EngineOptions(engine="tiny", device="cpu", acceleration="compile")
     options.extra["warmup_size"] = (64, 64)
     compiled = load_diffusion_engine(options)
+    compiled.warmup()
     eager = load_diffusion_engine(EngineOptions(engine="tiny", device="cpu"))
     frame = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     s = Settings(width=64, height=64)
