@@ -9,7 +9,7 @@ Part 2 (`calls`, passthrough only): 8 aiortc callers at 512², 30 fps offered, t
 callers that honour the server's `send` hint vs callers that ignore it (the behaviour before the hint).
 
     python bench/capacity.py                      # CPU: passthrough and tiny at 256², then 8 real callers
-    python bench/capacity.py --engines tiny --full-size --device cuda --size 512   # a GPU machine
+    python bench/capacity.py --engines tiny --full-size --device cuda --size 512 --no-calls   # a GPU machine
 Prints a table and writes bench/results/capacity.json.
 """
 
@@ -113,20 +113,22 @@ async def scheduler_point(engine, calls: int, batched: bool, size: int, seconds:
     }
 
 
-def load(engine_name: str, device: str, full_size: bool):
-    extra = {}
-    if full_size:
-        extra["full_size"] = True
-    engine, warnings = load_engine(EngineOptions(engine=engine_name, model=engine_name, device=device, extra=extra))
+def load(engine_name: str, device: str, full_size: bool, acceleration: str = "none", compile_mode: str | None = None):
+    """`--full-size`: the `tiny` engine builds the full-size SD-Turbo architecture with random weights (same FLOPs)."""
+    model = "full-size" if full_size and engine_name == "tiny" else engine_name
+    extra = {"compile_mode": compile_mode} if compile_mode else {}
+    options = EngineOptions(engine=engine_name, model=model, device=device, acceleration=acceleration, extra=extra)
+    engine, warnings = load_engine(options)
     if warnings:
         print("warning:", *warnings)
+    engine.warmup()
     return engine
 
 
 async def scheduler_sweep(args) -> list[dict]:
     rows = []
     for name in args.engines:
-        engine = load(name, args.device, args.full_size)
+        engine = load(name, args.device, args.full_size, args.acceleration, args.compile_mode)
         for calls in args.calls:
             for batched in (False, True):
                 point = await scheduler_point(engine, calls, batched, args.size, args.seconds, args.fps)
@@ -168,6 +170,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--full-size", action="store_true", help="the full-size SD-Turbo architecture, random weights")
     parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--acceleration", default="none", choices=["none", "compile"])
+    parser.add_argument("--compile-mode", default=None)
     parser.add_argument("--calls", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--fps", type=float, default=30.0)

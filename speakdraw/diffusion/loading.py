@@ -51,7 +51,7 @@ TAESD_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
 # Counts real weight loads (tests: no settings change ever reloads the model).
 LOADS = {"sd-turbo": 0, "sdxl-turbo": 0, "tiny": 0}
 # `--engine tiny --model tiny-sd15` / `tiny-sdxl`: the SD 1.5- / SDXL-shaped tiny models
-TINY_MODELS = ("tiny", "tiny-sd15", "tiny-sdxl")
+TINY_MODELS = ("tiny", "tiny-sd15", "tiny-sdxl", "full-size", "full-size-sdxl")  # random weights, built from config
 
 
 def resolve_device(name: str) -> torch.device:
