@@ -169,6 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
     engine = DiffusionEngine(components, name=kind_name, model_id=f"{kind_name} (random)", device=device, dtype=dtype)
     start = time.perf_counter()
     apply_acceleration(engine, args.acceleration, (args.size, args.size), args.compile_mode)
+    engine.warmup()  # the compile happens here, on this thread
     accel_s = time.perf_counter() - start
     print(f"built in {build_s:.1f} s, acceleration setup/warm-up {accel_s:.1f} s", flush=True)
 
@@ -259,6 +260,7 @@ def measure_reload(kind_name, args, device, dtype, settings, rgb) -> float:
         loaded = load_pretrained(str(folder / "model"), use_taesd=True, taesd=str(folder / "taesd"), dtype=dtype)
         fresh = DiffusionEngine(loaded, name="reload", model_id=str(folder), device=device, dtype=dtype)
         apply_acceleration(fresh, args.acceleration, (args.size, args.size), args.compile_mode)
+        fresh.warmup()  # the compile happens here, on this thread
         fresh.new_session(settings).process(rgb)
         sync(device)
         elapsed = time.perf_counter() - start

@@ -72,6 +72,7 @@ def main() -> None:
         build_components(kind, device=device), name=kind, model_id=kind, device=device, dtype=dtype
     )
     apply_acceleration(engine, args.acceleration, (args.size, args.size), args.compile_mode)
+    engine.warmup()  # the compile happens here, on this thread
     frames = camera_frames(args.size, args.frames)
 
     def fresh():

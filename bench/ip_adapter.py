@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.diffusion import camera_frames  # noqa: E402
 from speakdraw.diffusion import DiffusionEngine, load_diffusion_engine  # noqa: E402
 from speakdraw.diffusion.architectures import OPENCLIP_H_TEXT, SD15_SCHEDULER, SD21_UNET, TAESD  # noqa: E402
-from speakdraw.diffusion.ip_adapter import IPAdapter, detect_family, tiny_adapter_state  # noqa: E402
+from speakdraw.diffusion.families import detect_family  # noqa: E402
+from speakdraw.diffusion.ip_adapter import IPAdapter, tiny_adapter_state  # noqa: E402
 from speakdraw.engines import EngineOptions  # noqa: E402
 from speakdraw.settings import Settings  # noqa: E402
 

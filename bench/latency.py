@@ -25,7 +25,7 @@ from av import VideoFrame
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from server.tracks import _transform  # noqa: E402
+from server.scheduler import to_frame, to_rgb  # noqa: E402
 from speakdraw import Pipeline, Settings  # noqa: E402
 from tests.overload import run_overload  # noqa: E402
 from tests.rtc_client import RtcClient, pattern_frame, read_frame_id  # noqa: E402
@@ -46,7 +46,7 @@ def server_side(frames: int) -> dict:
         VideoFrame.from_ndarray(src.to_ndarray(format="rgb24"), format="rgb24")
         conv.append((time.perf_counter() - t) * 1000)
         t = time.perf_counter()
-        _transform(pipeline, src)
+        to_frame(pipeline.process(to_rgb(src)), src)
         full.append((time.perf_counter() - t) * 1000)
     return {
         "baseline_conversion_p50_ms": pct(conv, 50),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -77,32 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
-    config = ServerConfig(
-        host=args.host,
-        port=args.port,
-        https_port=args.https_port,
-        cert=args.cert,
-        key=args.key,
-        token=args.token,
-        token_explicit=args.token is not None,
-        engine=args.engine,
-        model=args.model,
-        device=args.device,
-        acceleration=args.acceleration,
-        use_taesd=not args.no_taesd,
-        lcm_lora=args.lcm_lora,
-        compile_mode=None if args.compile_mode in (None, "default") else args.compile_mode,
-        ip_adapter=not args.no_ip_adapter,
-        stt=args.stt,
-        stt_model=args.stt_model,
-        matting=args.matting,
-        ice_servers=list(args.ice_server),
-        simulate_model_ms=args.simulate_model_ms,
-        max_sessions=args.max_sessions,
-        min_fps=args.min_fps,
-        cpu_cores=args.cpu_cores,
-        connect_timeout_s=args.connect_timeout,
-    )
+    """Flags named like a `ServerConfig` field are copied as they are; the others are translated here."""
+    translated = {
+        "token_explicit": args.token is not None,
+        "use_taesd": not args.no_taesd,
+        "compile_mode": None if args.compile_mode in (None, "default") else args.compile_mode,
+        "ip_adapter": not args.no_ip_adapter,
+        "ice_servers": list(args.ice_server),
+        "connect_timeout_s": args.connect_timeout,
+    }
+    fields = {f.name for f in dataclasses.fields(ServerConfig)} - set(translated)
+    config = ServerConfig(**{name: value for name, value in vars(args).items() if name in fields}, **translated)
     beyond_loopback = config.https_port or not is_loopback(config.host)
     if beyond_loopback and not config.token:
         config.token = new_token()

@@ -97,11 +97,11 @@ class CallSlot:
         self.scheduler.unregister(self)
 
 
-def _to_rgb(frame: VideoFrame) -> np.ndarray:
+def to_rgb(frame: VideoFrame) -> np.ndarray:
     return frame.to_ndarray(format="rgb24")
 
 
-def _to_frame(rgb: np.ndarray, source: VideoFrame) -> VideoFrame:
+def to_frame(rgb: np.ndarray, source: VideoFrame) -> VideoFrame:
     out = VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
     out.pts, out.time_base = source.pts, source.time_base
     return out
@@ -218,14 +218,14 @@ class DeviceScheduler:
         results: list[Processed | None] = []
         for slot, frame, arrived in taken:
             try:
-                items.append((slot.pipeline, _to_rgb(frame)))
+                items.append((slot.pipeline, to_rgb(frame)))
                 ok.append((slot, frame, arrived))
             except Exception as exc:  # an undecodable frame: that call's problem only
                 slot.deliver(Processed(None, exc, arrived, started, time.monotonic(), {}, len(taken)))
         outs = process_frames(items, self.matte_executor) if items else []
         for (slot, frame, arrived), result in zip(ok, outs, strict=True):
             try:
-                out = _to_frame(result.result(), frame)
+                out = to_frame(result.result(), frame)
                 error = None
             except Exception as exc:
                 out, error = None, exc

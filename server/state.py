@@ -104,6 +104,11 @@ class AppState:
             except Exception as exc:
                 self.warnings.append(f"speech-to-text unavailable, the call audio is not transcribed: {exc}")
                 log.warning("speech-to-text unavailable: %s", exc)
+        try:  # on the thread every step will run on (CUDA graphs are per thread)
+            self.workers.scheduler.call(engine.warmup).result()
+        except Exception as exc:
+            log.exception("engine warm-up failed")
+            self.warnings.append(f"warm-up of {engine.name} failed ({exc}); the first frames may be slow")
         self.engine = engine
         self.engine_ready = True
 

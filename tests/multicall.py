@@ -11,8 +11,13 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from PIL import Image
 
 from tests.rtc_client import COUNT_BITS, RtcClient, read_frame_id
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
 
 
 @dataclass
@@ -20,11 +25,13 @@ class CallerRun:
     index: int
     ages_ms: list[tuple[float, float]] = field(default_factory=list)  # (s since start, round trip ms)
     foreign: int = 0  # frames that carried another caller's id
-    unreadable: int = 0
+    unreadable: int = 0  # frames whose id could not be matched (a diffusion engine repaints the id away)
+    received: int = 0
     hints: list[dict] = field(default_factory=list)
+    server_ages_ms: list[float] = field(default_factory=list)  # `stats.shown_age_ms`: arrival → handed to sender
 
     def fps(self, seconds: float) -> float:
-        return len(self.ages_ms) / seconds
+        return self.received / seconds
 
 
 @dataclass
@@ -52,6 +59,9 @@ class MultiRun:
             "first5s_p95_ms": round(self.p(95, 0, 5), 1),
             "last5s_p95_ms": round(self.p(95, self.seconds - 5, self.seconds + 1), 1),
             "foreign_frames": sum(c.foreign for c in self.callers),
+            "unreadable_frames": sum(c.unreadable for c in self.callers),
+            "server_age_p50_ms": round(_pct([a for c in self.callers for a in c.server_ages_ms], 50), 1),
+            "server_age_p95_ms": round(_pct([a for c in self.callers for a in c.server_ages_ms], 95), 1),
             "last_hint_fps": [c.hints[-1]["max_fps"] if c.hints else None for c in self.callers],
         }
 
@@ -64,11 +74,17 @@ async def _watch(client: RtcClient, run: CallerRun, start: float, seconds: float
             message = client.messages.get_nowait()
             if message.get("type") == "send":
                 run.hints.append(message)
+            elif message.get("type") == "stats" and message.get("shown_age_ms"):
+                run.server_ages_ms.append(float(message["shown_age_ms"]))
         if client.frames_received == seen:
             continue
+        run.received += client.frames_received - seen
         seen = client.frames_received
         last = client.frames[-1]
-        frame_id = read_frame_id(last.image)
+        image = last.image
+        if image.shape[:2] != (client.video.height, client.video.width):  # the server works at another size
+            image = np.asarray(Image.fromarray(image).resize((client.video.width, client.video.height)))
+        frame_id = read_frame_id(image)
         if frame_id >> COUNT_BITS != run.index:
             run.foreign += 1
             continue

@@ -15,7 +15,7 @@ from server import control
 from server.banner import banner
 from server.certs import ensure_self_signed
 from server.config import ServerConfig
-from server.tracks import Mailbox
+from server.mailbox import Mailbox
 from speakdraw import Pipeline, Settings
 
 

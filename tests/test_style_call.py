@@ -94,7 +94,7 @@ async def test_style_call_repaints_fades_to_a_new_prompt_and_takes_image_prompts
         reply = await client.request({"type": "prompt", "text": NEW_PROMPT}, "settings")
         assert reply["settings"]["prompt"] == NEW_PROMPT
         await client.wait_frames(FADE + 10)
-        frames = client.frames[-(client.frames_received - start) :]
+        frames = client.frames[-(client.frames_received - start + 1) :]  # from the last frame before the change
         to_new = [distance(f.image, predictions["new"]) for f in frames]
         to_old = [distance(f.image, predictions["old"]) for f in frames]
         assert to_old[0] < CLOSE and to_new[-1] < CLOSE, (to_old, to_new)

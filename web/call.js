@@ -3,6 +3,7 @@
 // the complete offer once, as aiortc's own example client does.
 
 import { apiFetch } from "./api.js";
+import { applySendHint } from "./send_hint.js";
 
 const ICE_GATHER_TIMEOUT_MS = 5000; // post whatever was gathered by then rather than hang
 const PING_INTERVAL_MS = 1000;
@@ -136,6 +137,14 @@ export class Call {
     if (msg.type === "pong" && typeof msg.t === "number") {
       this.emit("onRtt", performance.now() - msg.t);
       return;
+    }
+    if (msg.type === "send") {
+      const track = this.videoSender && this.videoSender.track;
+      applySendHint(this.videoSender, track, msg)
+        .then((applied) => {
+          this.sendHint = { ...msg, applied };
+        })
+        .catch((err) => this.emit("onWarning", `could not apply the server's send hint: ${err.message || err}`));
     }
     this.emit("onMessage", msg);
   }

@@ -1,9 +1,11 @@
-"""Real-time img2img: StreamDiffusion over diffusers, for the `sd-turbo` and `tiny` engines.
+"""Real-time img2img: StreamDiffusion over diffusers, for the `sd-turbo`, `sdxl-turbo` and `tiny` engines.
 
 Exports only. `loader.load_diffusion_engine(options)` loads the modules once (or raises
 `EngineUnavailable` saying why and what to do); `engine.new_session(settings)` gives each
-call its own stream. `engine.py` holds the per-frame path, `stream_state.py` what each
-settings change re-prepares, `families.py` how SD 1.5 / SD 2.x / SDXL are told apart.
+call its own stream. `engine.py` holds the per-frame path and `process_batch` (many calls,
+one step), `step.py` the step split around the UNet call (one session's rows in, its
+prediction out), `stream_state.py` what each settings change re-prepares, `families.py`
+how SD 1.5 / SD 2.x / SDXL are told apart.
 """
 
 from speakdraw.diffusion.acceleration import ACCELERATIONS

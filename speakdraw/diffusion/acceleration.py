@@ -77,7 +77,7 @@ def _xformers(engine: DiffusionEngine) -> None:
 
 
 def warm_up(engine: DiffusionEngine, size: tuple[int, int], frames: int = 2) -> float:
-    """Run a throwaway session so compilation happens at load; returns seconds spent."""
+    """Run a throwaway session so compilation happens before the first call; returns seconds spent."""
     start = time.perf_counter()
     width, height = size
     session = engine.new_session(Settings(width=width, height=height))
@@ -89,11 +89,16 @@ def warm_up(engine: DiffusionEngine, size: tuple[int, int], frames: int = 2) -> 
 
 
 def _compile(engine: DiffusionEngine, warmup_size: tuple[int, int], mode: str | None = None) -> None:
-    """torch.compile the UNet and the VAE decoder (the per-frame FLOPs); the encoder stays eager."""
+    """torch.compile the UNet and the VAE decoder (the per-frame FLOPs); the encoder stays eager.
+
+    The warm-up is left to `engine.warmup()`, which the server runs on its device thread: torch keeps
+    CUDA-graph state (`reduce-overhead`) per thread, so graphs recorded on the loader thread would be
+    recorded again, or fail, on the thread that runs the frames."""
     engine.unet = torch.compile(engine.unet, mode=mode)
     engine.vae.decoder = torch.compile(engine.vae.decoder, mode=mode)
-    seconds = warm_up(engine, warmup_size)
-    log.info("torch.compile warm-up at %dx%d took %.1f s", *warmup_size, seconds)
+    engine.warmup_hook = lambda: log.info(
+        "torch.compile warm-up at %dx%d took %.1f s", *warmup_size, warm_up(engine, warmup_size)
+    )
 
 
 def _tensorrt(engine: DiffusionEngine, size: tuple[int, int]) -> None:
@@ -118,4 +123,5 @@ def _tensorrt(engine: DiffusionEngine, size: tuple[int, int]) -> None:
     accelerate_with_tensorrt(template, str(engine_dir), max_batch_size=8, min_batch_size=1)
     engine.unet, engine.vae = template.unet, template.vae
     engine.fixed_size = (width, height)
+    engine.max_unet_rows = 8  # process_batch cuts larger batches of calls into several UNet calls
     warm_up(engine, size)

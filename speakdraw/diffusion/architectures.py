@@ -27,10 +27,11 @@ from diffusers import (
     DiffusionPipeline,
     EulerDiscreteScheduler,
     StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
 from diffusers.models.unet_2d_blocks import AutoencoderTinyBlock
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from speakdraw.diffusion.tokenizer import BOS, EOS, char_clip_tokenizer, char_vocab
 
@@ -136,7 +137,85 @@ TINY_SD15_UNET: dict[str, Any] = {**TINY_UNET, "attention_head_dim": 4, "use_lin
 TINY_SD15_TEXT: dict[str, Any] = {**TINY_TEXT, "hidden_act": "quick_gelu"}
 # runwayml/stable-diffusion-v1-5 scheduler/scheduler_config.json (PNDM; StreamDiffusion only reads the betas)
 SD15_SCHEDULER: dict[str, Any] = {**SD_TURBO_SCHEDULER, "timestep_spacing": "leading"}
-TINY_KINDS = ("tiny", "tiny-sd15")
+
+# ---- SDXL (`--engine sdxl-turbo`; `--engine tiny --model tiny-sdxl`) --------------------------------
+# stabilityai/sdxl-turbo unet/config.json (the SDXL base UNet: 3 levels, 10 transformer layers at the
+# lowest, cross-attention 2048 = CLIP ViT-L 768 + OpenCLIP bigG 1280, `text_time` added embedding:
+# pooled bigG embeds (1280) + 6 time ids x 256 = 2816).
+SDXL_UNET: dict[str, Any] = {
+    "act_fn": "silu",
+    "addition_embed_type": "text_time",
+    "addition_embed_type_num_heads": 64,
+    "addition_time_embed_dim": 256,
+    "attention_head_dim": [5, 10, 20],
+    "block_out_channels": [320, 640, 1280],
+    "center_input_sample": False,
+    "cross_attention_dim": 2048,
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    "downsample_padding": 1,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "in_channels": 4,
+    "layers_per_block": 2,
+    "mid_block_scale_factor": 1,
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+    "out_channels": 4,
+    "projection_class_embeddings_input_dim": 2816,
+    "sample_size": 64,
+    "transformer_layers_per_block": [1, 2, 10],
+    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    "use_linear_projection": True,
+}
+# text_encoder (CLIP ViT-L/14) and text_encoder_2 (OpenCLIP ViT-bigG/14, with projection) of SDXL
+CLIP_L_TEXT: dict[str, Any] = {
+    "hidden_act": "quick_gelu",
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "layer_norm_eps": 1e-05,
+    "max_position_embeddings": 77,
+    "num_attention_heads": 12,
+    "num_hidden_layers": 12,
+    "projection_dim": 768,
+    "vocab_size": 49408,
+}
+OPENCLIP_BIGG_TEXT: dict[str, Any] = {
+    "hidden_act": "gelu",
+    "hidden_size": 1280,
+    "intermediate_size": 5120,
+    "layer_norm_eps": 1e-05,
+    "max_position_embeddings": 77,
+    "num_attention_heads": 20,
+    "num_hidden_layers": 32,
+    "projection_dim": 1280,
+    "vocab_size": 49408,
+}
+# stabilityai/sdxl-turbo scheduler (EulerAncestral, trailing); StreamDiffusion only reads the betas
+SDXL_TURBO_SCHEDULER: dict[str, Any] = {**SD_TURBO_SCHEDULER, "timestep_spacing": "trailing"}
+# madebyollin/taesdxl has TAESD's architecture (AutoencoderTiny), trained on SDXL's latent space
+TAESDXL: dict[str, Any] = dict(TAESD)
+
+# Tiny SDXL-shaped model: the same block layout (no attention at the top level, 2 transformer layers
+# at the lowest), two text encoders of width 32 each (cross-attention 64), pooled width 32 +
+# 6 time ids x 8 = 80 added-embedding inputs.
+TINY_SDXL_UNET: dict[str, Any] = {
+    **SDXL_UNET,
+    "addition_time_embed_dim": 8,
+    "attention_head_dim": [2, 4],
+    "block_out_channels": [32, 64],
+    "cross_attention_dim": 64,
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+    "layers_per_block": 1,
+    "projection_class_embeddings_input_dim": 80,
+    "sample_size": 8,
+    "transformer_layers_per_block": [1, 2],
+    "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
+}
+TINY_SDXL_TEXT: dict[str, Any] = {**TINY_TEXT, "hidden_act": "quick_gelu"}
+TINY_SDXL_TEXT_2: dict[str, Any] = dict(TINY_TEXT)
+
+TINY_KINDS = ("tiny", "tiny-sd15", "tiny-sdxl")
+KINDS = (*TINY_KINDS, "full-size", "full-size-sdxl")
 
 # Four blocks, so it downsamples 8x like SD's VAE.
 TINY_VAE_KL: dict[str, Any] = {
@@ -162,23 +241,38 @@ class Components:
     text_encoder: CLIPTextModel
     tokenizer: CLIPTokenizer
     scheduler: EulerDiscreteScheduler
+    # SDXL only: the second (projected, pooled) text encoder and its tokenizer
+    text_encoder_2: CLIPTextModelWithProjection | None = None
+    tokenizer_2: CLIPTokenizer | None = None
 
     def to(self, device: torch.device | str, dtype: torch.dtype) -> Components:
-        for module in (self.unet, self.vae, self.text_encoder):
-            module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        for module in (self.unet, self.vae, self.text_encoder, self.text_encoder_2):
+            if module is not None:
+                module.to(device=device, dtype=dtype).eval().requires_grad_(False)
         return self
 
-    def pipeline(self, cls: type[DiffusionPipeline] = StableDiffusionPipeline, **replace: Any) -> DiffusionPipeline:
-        """A diffusers SD pipeline over these modules (no safety checker); `replace` swaps some (e.g. unet=...)."""
+    def pipeline(self, cls: type[DiffusionPipeline] | None = None, **replace: Any) -> DiffusionPipeline:
+        """A diffusers pipeline over these modules (SD: no safety checker; SDXL: no watermark).
+
+        `cls` defaults to `StableDiffusionPipeline`, or `StableDiffusionXLPipeline` for SDXL
+        components; `replace` swaps some modules (e.g. unet=...).
+        """
         modules = {
             "vae": self.vae,
             "text_encoder": self.text_encoder,
             "tokenizer": self.tokenizer,
             "unet": self.unet,
             "scheduler": self.scheduler,
-            **replace,
         }
-        return cls(**modules, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        if self.text_encoder_2 is not None:
+            modules.update(text_encoder_2=self.text_encoder_2, tokenizer_2=self.tokenizer_2, **replace)
+            return (cls or StableDiffusionXLPipeline)(
+                **modules, force_zeros_for_empty_prompt=True, add_watermarker=False
+            )
+        modules.update(replace)
+        return (cls or StableDiffusionPipeline)(
+            **modules, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+        )
 
 
 def _identity_taps(conv: torch.nn.Conv2d, pairs: dict[int, int], scale: float = 1.0) -> None:
@@ -220,28 +314,45 @@ def make_pixelating(vae: AutoencoderTiny) -> AutoencoderTiny:
     return vae
 
 
-def _text_encoder(config: dict[str, Any]) -> CLIPTextModel:
+def _text_encoder(config: dict[str, Any], cls: type = CLIPTextModel) -> CLIPTextModel:
     vocab = char_vocab()
     cfg = CLIPTextConfig(**config, bos_token_id=vocab[BOS], eos_token_id=vocab[EOS], pad_token_id=vocab[EOS])
-    return CLIPTextModel(cfg)
+    return cls(cfg)
+
+
+def _build_sdxl(tiny: bool, use_taesd: bool) -> Components:
+    """SDXL modules (inside build_components' seeded RNG and device context)."""
+    if not use_taesd:
+        raise ValueError("the SDXL models are built with TAESDXL only (the KL VAE config is not wired)")
+    unet = UNet2DConditionModel(**(TINY_SDXL_UNET if tiny else SDXL_UNET))
+    vae = AutoencoderTiny(**(TINY_TAESD if tiny else TAESDXL))
+    if tiny:
+        make_pixelating(vae)
+    text_encoder = _text_encoder(TINY_SDXL_TEXT if tiny else CLIP_L_TEXT)
+    text_encoder_2 = _text_encoder(TINY_SDXL_TEXT_2 if tiny else OPENCLIP_BIGG_TEXT, CLIPTextModelWithProjection)
+    with torch.device("cpu"):  # the scheduler's tables go through numpy
+        scheduler = EulerDiscreteScheduler.from_config(SDXL_TURBO_SCHEDULER)
+    return Components(unet, vae, text_encoder, char_clip_tokenizer(), scheduler, text_encoder_2, char_clip_tokenizer())
 
 
 def build_components(
     kind: str = "tiny", *, use_taesd: bool = True, seed: int = 0, device: str | torch.device = "cpu"
 ) -> Components:
-    """Random-weight modules from config: `kind` is 'tiny', 'tiny-sd15' or 'full-size'.
+    """Random-weight modules from config: `kind` is 'tiny', 'tiny-sd15', 'tiny-sdxl', 'full-size' or 'full-size-sdxl'.
 
     Seeded inside a forked RNG, so the global torch RNG is left as it was. `device`
     is where the weights are initialised (a GPU builds the full-size model in a
     second, a CPU takes ~20 s); the same seed gives the same weights on one device.
     """
-    if kind not in (*TINY_KINDS, "full-size"):
-        raise ValueError(f"unknown architecture {kind!r}; use 'tiny', 'tiny-sd15' or 'full-size'")
+    if kind not in KINDS:
+        raise ValueError(f"unknown architecture {kind!r}; use one of {', '.join(KINDS)}")
     tiny = kind in TINY_KINDS
     sd15 = kind == "tiny-sd15"
     device = torch.device(device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), device:
         torch.manual_seed(seed)
+        if kind in ("tiny-sdxl", "full-size-sdxl"):
+            return _build_sdxl(tiny, use_taesd)
         unet = UNet2DConditionModel(**(TINY_SD15_UNET if sd15 else TINY_UNET if tiny else SD21_UNET))
         if use_taesd:
             vae: AutoencoderTiny | AutoencoderKL = AutoencoderTiny(**(TINY_TAESD if tiny else TAESD))

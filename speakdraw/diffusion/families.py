@@ -12,7 +12,11 @@ from typing import Any
 SD15, SD2, SDXL = "sd15", "sd2", "sdxl"
 FAMILY_NAMES = {SD15: "SD 1.5", SD2: "SD 2.x", SDXL: "SDXL"}
 # registry names (speakdraw.weights) of the adapter + image encoder each family can use
-ADAPTER_WEIGHTS = {SD15: ("ip-adapter-sd15", "ip-adapter-image-encoder")}
+# (SDXL: h94/IP-Adapter `sdxl_models/ip-adapter_sdxl_vit-h`, which takes the same ViT-H encoder as SD 1.5)
+ADAPTER_WEIGHTS = {
+    SD15: ("ip-adapter-sd15", "ip-adapter-image-encoder"),
+    SDXL: ("ip-adapter-sdxl", "ip-adapter-image-encoder"),
+}
 
 
 def detect_family(unet_config: Mapping[str, Any], text_config: Any = None) -> str:
@@ -44,6 +48,7 @@ def unavailable_reason(family: str) -> str | None:
     if family == SD2:
         return (
             f"the loaded model is {name} (sd-turbo is SD 2.1): IP-Adapter has no official weights for it; "
-            "image prompts need an SD 1.5-family model (e.g. --model <SD 1.5 id or folder>)"
+            "image prompts need an SD 1.5-family model (e.g. --model <SD 1.5 id or folder>) "
+            "or SDXL (--engine sdxl-turbo)"
         )
-    return f"image prompts are not supported for {name} models in this engine; use an SD 1.5-family model"
+    return f"image prompts are not supported for {name} models in this engine; use an SD 1.5-family or SDXL model"

@@ -12,8 +12,9 @@ How it fits StreamDiffusion (diffusers 0.24 semantics, shared modules):
 - The UNet's cross-attention processors are replaced once, at load, by `StreamIPAttnProcessor`
   (diffusers' `IPAdapterAttnProcessor2_0` weights and maths). It is shared by every session,
   so it holds no per-session state: the scale comes with each UNet call in
-  `cross_attention_kwargs={"ip_scale": ...}` (see `ScaledUNet`), and a call without it
-  (a session with no image prompt) runs plain attention over all tokens, exactly like
+  `cross_attention_kwargs={"ip_scale": ...}` (see `step.run_unet`: one value per UNet row,
+  so a batch of calls carries each call's own scale), and a call without it (no session
+  with an image prompt) runs plain attention over all tokens, exactly like
   `AttnProcessor2_0`. One session's image or scale therefore never reaches another.
 
 Families (`detect_family`): IP-Adapter has official weights for SD 1.5 (`h94/IP-Adapter`,
@@ -133,28 +134,6 @@ class SelfAttnProcessor(AttnProcessor2_0):
 
 
 _PLAIN = AttnProcessor2_0()
-
-
-class ScaledUNet:
-    """A session's stand-in for `stream.unet`: the shared UNet, called with this session's image scale.
-
-    StreamDiffusion calls `self.unet(x, t, encoder_hidden_states=..., return_dict=False)`;
-    this adds `cross_attention_kwargs={"ip_scale": ...}` when the session has an image
-    prompt (else nothing, so the processors run plain attention). Everything else is
-    the shared module's.
-    """
-
-    def __init__(self, unet: Any) -> None:
-        self.unet = unet
-        self.ip_scale: torch.Tensor | None = None
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.ip_scale is not None:
-            kwargs["cross_attention_kwargs"] = {"ip_scale": self.ip_scale}
-        return self.unet(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.unet, name)
 
 
 # ----------------------------------------------------------------------------- loading

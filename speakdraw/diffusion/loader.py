@@ -1,4 +1,4 @@
-"""`load_diffusion_engine(options)`: the `sd-turbo` and `tiny` engines, loaded once, IP-Adapter attached.
+"""`load_diffusion_engine(options)`: the `sd-turbo`, `sdxl-turbo` and `tiny` engines, loaded once, IP-Adapter attached.
 
 Raises `EngineUnavailable` saying why and what to do; `speakdraw.engines` falls back then.
 The top of the diffusion package: it imports the parts (loading, families, IP-Adapter,
@@ -14,7 +14,7 @@ from transformers import CLIPVisionModelWithProjection
 
 from speakdraw.diffusion.acceleration import apply_acceleration, preflight
 from speakdraw.diffusion.engine import DiffusionEngine
-from speakdraw.diffusion.families import ADAPTER_WEIGHTS, SD15, detect_family, unavailable_reason
+from speakdraw.diffusion.families import ADAPTER_WEIGHTS, detect_family, unavailable_reason
 from speakdraw.diffusion.ip_adapter import (
     AdapterMismatch,
     IPAdapter,
@@ -24,7 +24,8 @@ from speakdraw.diffusion.ip_adapter import (
 )
 from speakdraw.diffusion.loading import (
     DEFAULT_LCM_LORA,
-    DEFAULT_TAESD,
+    DEFAULT_MODEL,
+    DEFAULT_SDXL_MODEL,
     TINY_MODELS,
     load_pretrained,
     load_tiny,
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 
 
 def load_diffusion_engine(options: EngineOptions) -> DiffusionEngine:
-    """Load 'sd-turbo' or 'tiny' as `options` says; raises EngineUnavailable when it cannot be had.
+    """Load 'sd-turbo', 'sdxl-turbo' or 'tiny' as `options` says; raises EngineUnavailable when it cannot be had.
 
     `options.extra` may hold `dtype` ('float16'...), `taesd` (hub id or folder of the
     tiny autoencoder), `warmup_size` ((w, h) for compile/TensorRT warm-up),
@@ -46,9 +47,11 @@ def load_diffusion_engine(options: EngineOptions) -> DiffusionEngine:
     folder / .safetensors file; fused into the UNet at load) and `ip_adapter` ('auto'
     default: SD 1.5-family models load IP-Adapter through the weight registry, `tiny-sd15`
     builds a tiny random one in-process; 'registry': the registry for tiny-sd15 too;
-    'off'). `--engine tiny --model tiny-sd15` is the SD 1.5-shaped tiny model.
+    'off'). `--engine tiny --model tiny-sd15` / `tiny-sdxl` are the SD 1.5- / SDXL-shaped tiny
+    models. `sdxl-turbo` with the default `--model` (sd-turbo's id) loads `stabilityai/sdxl-turbo`;
+    the family of any `--model` folder is read from its configs (an SDXL folder runs as SDXL).
     """
-    if options.engine not in ("sd-turbo", "tiny"):
+    if options.engine not in ("sd-turbo", "sdxl-turbo", "tiny"):
         raise ValueError(f"not a diffusion engine: {options.engine!r}")
     device = resolve_device(options.device)
     dtype = resolve_dtype(device, options.extra.get("dtype"))
@@ -59,11 +62,14 @@ def load_diffusion_engine(options: EngineOptions) -> DiffusionEngine:
         model_id = f"{variant} (random weights, built from config)"
     else:
         variant = None
-        taesd = options.extra.get("taesd", DEFAULT_TAESD)
+        model = options.model
+        if options.engine == "sdxl-turbo" and model in ("", DEFAULT_MODEL):
+            model = DEFAULT_SDXL_MODEL
+        taesd = options.extra.get("taesd")  # None: the family's own (TAESD / TAESDXL)
         lcm = options.extra.get("lcm_lora")
         lcm = DEFAULT_LCM_LORA if lcm is True else (lcm or None)
-        components = load_pretrained(options.model, use_taesd=options.use_taesd, taesd=taesd, dtype=dtype, lcm_lora=lcm)
-        model_id = options.model + (f" + {lcm}" if lcm else "")
+        components = load_pretrained(model, use_taesd=options.use_taesd, taesd=taesd, dtype=dtype, lcm_lora=lcm)
+        model_id = model + (f" + {lcm}" if lcm else "")
     engine = DiffusionEngine(components, name=options.engine, model_id=model_id, device=device, dtype=dtype)
     engine.family = detect_family(components.unet.config)
     attach_ip_adapter(engine, options, tiny=variant)
@@ -93,7 +99,7 @@ def attach_ip_adapter(engine: DiffusionEngine, options: EngineOptions, tiny: str
             state = tiny_adapter_state(engine.unet, encoder.config.projection_dim)
             engine.ip_adapter = IPAdapter(engine.unet, state, encoder, source="tiny (random, built in-process)")
         else:
-            engine.ip_adapter = load_registry_adapter(engine.unet, SD15)
+            engine.ip_adapter = load_registry_adapter(engine.unet, engine.family)
         engine.ip_reason = None
         log.info("IP-Adapter ready: %s", engine.ip_adapter.source)
     except (EngineUnavailable, AdapterMismatch, OSError, ValueError) as exc:

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "stabilityai/sd-turbo"
 DEFAULT_TAESD = "madebyollin/taesd"
+DEFAULT_SDXL_MODEL = "stabilityai/sdxl-turbo"  # --engine sdxl-turbo
+DEFAULT_TAESDXL = "madebyollin/taesdxl"  # SDXL's default decoder: no fp16 overflow (the SDXL KL VAE has one)
 DEFAULT_LCM_LORA = "latent-consistency/lcm-lora-sdv1-5"  # as StreamDiffusion's SD 1.5 examples use
 LCM_LORA_FILE = "pytorch_lora_weights.safetensors"
 HUB_PROBE_TIMEOUT_S = 3.0
@@ -38,11 +40,18 @@ SD_FILES = (
     "vae/config.json",
     "vae/diffusion_pytorch_model.safetensors",
 )
+SDXL_FILES = (
+    *SD_FILES,
+    "text_encoder_2/config.json",
+    "text_encoder_2/model.safetensors",
+    "tokenizer_2/*",
+)
 TAESD_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
 
 # Counts real weight loads (tests: no settings change ever reloads the model).
-LOADS = {"sd-turbo": 0, "tiny": 0}
-TINY_MODELS = ("tiny", "tiny-sd15")  # `--engine tiny --model tiny-sd15`: the SD 1.5-shaped tiny model
+LOADS = {"sd-turbo": 0, "sdxl-turbo": 0, "tiny": 0}
+# `--engine tiny --model tiny-sd15` / `tiny-sdxl`: the SD 1.5- / SDXL-shaped tiny models
+TINY_MODELS = ("tiny", "tiny-sd15", "tiny-sdxl", "full-size", "full-size-sdxl")  # random weights, built from config
 
 
 def resolve_device(name: str) -> torch.device:
@@ -145,7 +154,7 @@ def model_folder(model: str, registry_name: str, default_id: str, patterns: tupl
 
 
 def check_family(folder: Path) -> str:
-    """The model family from `unet/config.json`; SDXL is refused before any weight is read."""
+    """The model family from `unet/config.json`, before any weight is read."""
     import json
 
     try:
@@ -153,8 +162,8 @@ def check_family(folder: Path) -> str:
     except (OSError, ValueError) as exc:
         raise EngineUnavailable(f"{folder} is not a diffusers Stable Diffusion folder: {exc}") from None
     family = detect_family(config)
-    if family == SDXL:
-        raise EngineUnavailable(f"{folder} is an SDXL model; this engine runs SD 1.5 and SD 2.x (sd-turbo) models")
+    if family == SDXL and not (folder / "text_encoder_2" / "config.json").is_file():
+        raise EngineUnavailable(f"{folder} is an SDXL UNet without SDXL's second text encoder (text_encoder_2)")
     return family
 
 
@@ -184,33 +193,63 @@ def fuse_lcm_lora(pipe, lcm_lora: str, family: str) -> None:
 
 
 def load_pretrained(
-    model: str, *, use_taesd: bool, taesd: str, dtype: torch.dtype, lcm_lora: str | None = None
+    model: str, *, use_taesd: bool, taesd: str | None, dtype: torch.dtype, lcm_lora: str | None = None
 ) -> Components:
-    """A diffusers Stable Diffusion folder (+ TAESD, + a fused LCM-LoRA) as Components, in `dtype` on the CPU."""
-    from diffusers import AutoencoderTiny, StableDiffusionPipeline
+    """A diffusers SD / SDXL folder (+ TAESD / TAESDXL, + a fused LCM-LoRA) as Components, in `dtype` on the CPU.
 
-    folder = model_folder(model, "sd-turbo", DEFAULT_MODEL, SD_FILES)
+    The family comes from the folder's `unet/config.json`; `taesd` None picks the family's
+    default tiny autoencoder (TAESDXL for SDXL). Without TAESD an SDXL model in fp16 keeps
+    its own KL VAE, which overflows in fp16: the loader refuses that combination.
+    """
+    from diffusers import AutoencoderTiny, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    sdxl_default = model == DEFAULT_SDXL_MODEL
+    if sdxl_default:
+        folder = model_folder(model, "sdxl-turbo", DEFAULT_SDXL_MODEL, SDXL_FILES)
+    else:
+        folder = model_folder(model, "sd-turbo", DEFAULT_MODEL, SDXL_FILES)  # any hub id may be SDXL
     family = check_family(folder)
-    taesd_folder = model_folder(taesd, "taesd", DEFAULT_TAESD, TAESD_FILES) if use_taesd else None
-    try:
-        pipe = StableDiffusionPipeline.from_pretrained(
-            folder,
-            torch_dtype=dtype,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-            local_files_only=True,
+    if family == SDXL and not use_taesd and dtype == torch.float16:
+        raise EngineUnavailable(
+            "SDXL's own VAE overflows in float16 (black/NaN frames); keep TAESDXL (drop --no-taesd) or run float32"
         )
+    if taesd is None:
+        taesd = DEFAULT_TAESDXL if family == SDXL else DEFAULT_TAESD
+    taesd_registry = "taesdxl" if taesd == DEFAULT_TAESDXL else "taesd"
+    default_taesd = DEFAULT_TAESDXL if taesd_registry == "taesdxl" else DEFAULT_TAESD
+    taesd_folder = model_folder(taesd, taesd_registry, default_taesd, TAESD_FILES) if use_taesd else None
+    try:
+        if family == SDXL:
+            pipe = StableDiffusionXLPipeline.from_pretrained(
+                folder, torch_dtype=dtype, add_watermarker=False, local_files_only=True
+            )
+        else:
+            pipe = StableDiffusionPipeline.from_pretrained(
+                folder,
+                torch_dtype=dtype,
+                safety_checker=None,
+                feature_extractor=None,
+                requires_safety_checker=False,
+                local_files_only=True,
+            )
         vae = AutoencoderTiny.from_pretrained(taesd_folder, torch_dtype=dtype) if taesd_folder else pipe.vae
     except Exception as exc:  # noqa: BLE001 - a broken folder must not kill the server
         raise EngineUnavailable(f"could not load {folder}: {type(exc).__name__}: {exc}") from None
     if lcm_lora:
         fuse_lcm_lora(pipe, lcm_lora, family)
-    LOADS["sd-turbo"] += 1
-    return Components(pipe.unet, vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler)
+    LOADS["sdxl-turbo" if family == SDXL else "sd-turbo"] += 1
+    return Components(
+        pipe.unet,
+        vae,
+        pipe.text_encoder,
+        pipe.tokenizer,
+        pipe.scheduler,
+        getattr(pipe, "text_encoder_2", None),
+        getattr(pipe, "tokenizer_2", None),
+    )
 
 
 def load_tiny(*, use_taesd: bool, device: torch.device, model: str = "tiny") -> Components:
-    """`model` 'tiny-sd15' builds the SD 1.5-shaped tiny model; anything else the default (SD 2.x-shaped) one."""
+    """`model` 'tiny-sd15' / 'tiny-sdxl' build the SD 1.5- / SDXL-shaped tiny models; else the SD 2.x-shaped one."""
     LOADS["tiny"] += 1
     return build_components(model if model in TINY_MODELS else "tiny", use_taesd=use_taesd, device=device)

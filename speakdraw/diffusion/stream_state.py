@@ -12,12 +12,14 @@ functions set the same attributes on a `StreamDiffusion` object, piece by piece:
 | seed                         | `set_noise` (generator, init noise, buffers) |
 | steps, cfg_type, frame size  | a new StreamDiffusion object over the same modules (no text encoding) |
 | image prompt (IP-Adapter)    | one image encoding, then `layout_embeds` (tokens joined to the text's) |
-| ip_adapter_scale             | nothing: the scale goes with each UNet call (`ip_adapter.ScaledUNet`) |
+| ip_adapter_scale             | nothing: the scale goes with each UNet call (`step.run_unet`) |
 
 `tests/test_diffusion_engine.py` checks that the pieces give exactly what `prepare()` gives.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from streamdiffusion import StreamDiffusion
@@ -85,22 +87,58 @@ def set_guidance(stream: StreamDiffusion, guidance_scale: float, delta: float) -
     stream.delta = delta
 
 
+@dataclass(frozen=True)
+class TextEmbeds:
+    """One prompt's encoding: (1, 77, D) tokens, and SDXL's (1, P) pooled embedding (None for SD 1.x/2.x)."""
+
+    tokens: torch.Tensor
+    pooled: torch.Tensor | None = None
+
+    def lerp(self, target: TextEmbeds, weight: float) -> TextEmbeds:
+        """The prompt fade: both parts move together."""
+        pooled = None if self.pooled is None else torch.lerp(self.pooled, target.pooled, weight)
+        return TextEmbeds(torch.lerp(self.tokens, target.tokens, weight), pooled)
+
+
+def sdxl_time_ids(height: int, width: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """SDXL's micro-conditioning for a frame: original size, crop (0, 0), target size, as diffusers' img2img.
+
+    (`requires_aesthetics_score` is False for SDXL-Turbo and the base model, so no score.)
+    """
+    return torch.tensor([[height, width, 0, 0, height, width]], dtype=dtype, device=device)
+
+
 def layout_embeds(
     stream: StreamDiffusion,
-    cond: torch.Tensor,
-    uncond: torch.Tensor,
+    cond: TextEmbeds | torch.Tensor,
+    uncond: TextEmbeds | torch.Tensor,
     image: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> None:
     """Lay one prompt's (1, 77, D) embeddings out over the stream batch, as `prepare()` does.
 
     `image` = (cond, uncond) (1, N, D) IP-Adapter tokens, joined after the text tokens of
-    the conditional and the unconditional (CFG) rows respectively.
+    the conditional and the unconditional (CFG) rows respectively. SDXL prompts (with a
+    pooled embedding) also get `stream.added_cond`: `text_embeds` and `time_ids` per row,
+    in the same row order, for `added_cond_kwargs` on every UNet call (else it is None).
     """
+    if isinstance(cond, torch.Tensor):
+        cond = TextEmbeds(cond)
+    if isinstance(uncond, torch.Tensor):
+        uncond = TextEmbeds(uncond)
+    cond_tokens, uncond_tokens = cond.tokens, uncond.tokens
     if image is not None:
-        cond = torch.cat([cond, image[0].to(cond.dtype)], dim=1)
-        uncond = torch.cat([uncond, image[1].to(uncond.dtype)], dim=1)
-    embeds = cond.repeat(stream.batch_size, 1, 1)
+        cond_tokens = torch.cat([cond_tokens, image[0].to(cond_tokens.dtype)], dim=1)
+        uncond_tokens = torch.cat([uncond_tokens, image[1].to(uncond_tokens.dtype)], dim=1)
+    embeds = cond_tokens.repeat(stream.batch_size, 1, 1)
+    pooled = None if cond.pooled is None else cond.pooled.repeat(stream.batch_size, 1)
     if stream.guidance_scale > 1.0 and stream.cfg_type in ("initialize", "full"):
         rows = stream.batch_size if stream.use_denoising_batch and stream.cfg_type == "full" else stream.frame_bff_size
-        embeds = torch.cat([uncond.repeat(rows, 1, 1), embeds], dim=0)
+        embeds = torch.cat([uncond_tokens.repeat(rows, 1, 1), embeds], dim=0)
+        if pooled is not None:
+            pooled = torch.cat([uncond.pooled.repeat(rows, 1), pooled], dim=0)
     stream.prompt_embeds = embeds
+    if pooled is None:
+        stream.added_cond = None
+    else:
+        time_ids = sdxl_time_ids(stream.height, stream.width, pooled.dtype, pooled.device)
+        stream.added_cond = {"text_embeds": pooled, "time_ids": time_ids.repeat(pooled.shape[0], 1)}

@@ -33,6 +33,7 @@ def _passthrough(options: EngineOptions) -> Engine:
 
 ENGINES: dict[str, Callable[[EngineOptions], Engine]] = {
     "sd-turbo": _diffusion,
+    "sdxl-turbo": _diffusion,  # the SDXL family in the same diffusion engine (issue 13)
     "tiny": _diffusion,
     "style": _style,
     "passthrough": _passthrough,

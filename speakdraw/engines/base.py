@@ -84,6 +84,10 @@ class Engine(ABC):
         """
         return [session.process(frame) for session, frame in items]
 
+    def warmup(self) -> None:  # noqa: B027 - optional hook
+        """Compile / record what the first frames would (torch.compile, CUDA graphs). The server calls it on the
+        device scheduler's thread, the thread every later step runs on: torch keeps CUDA-graph state per thread."""
+
     def encode_image_prompt(self, rgb: np.ndarray) -> Any:
         """Encode an HxWx3 uint8 image once (shared encoder); any session can then use the result."""
         raise ImagePromptUnavailable(self.image_prompt_status() or "no image prompts")

@@ -52,6 +52,57 @@ def _faster_whisper(size: str, extra: tuple[Source, ...] = (), files: dict[str, 
     )
 
 
+# ---- SDXL-Turbo, TAESDXL and the SDXL IP-Adapter ----
+# Revisions are not pinned yet: the hub cannot be reached from where these entries were written, and a
+# commit hash that was never checked would be worse than none. Pin with `revision=` once looked up.
+_SDXL_FILES = (
+    *_SD_FILES,
+    "text_encoder_2/config.json",
+    "text_encoder_2/model.safetensors",
+)
+
+
+def _sdxl_entries() -> tuple[Weight, ...]:
+    return (
+        Weight(
+            name="sdxl-turbo",
+            description="SDXL-Turbo (--engine sdxl-turbo; diffusers folder, fp32 files, TAESDXL decodes)",
+            licence="sai-nc-community (Stability AI non-commercial research community licence)",
+            sources=(
+                EnvPath("SPEAKDRAW_SDXL_TURBO_PATH"),
+                HubRepo(
+                    "stabilityai/sdxl-turbo",
+                    allow_patterns=(*_SDXL_FILES, "tokenizer_2/*"),
+                    required=("model_index.json", "text_encoder_2/config.json"),
+                ),
+            ),
+        ),
+        Weight(
+            name="taesdxl",
+            description="Tiny AutoEncoder for SDXL (default decoder of sdxl-turbo: no fp16 overflow)",
+            licence="MIT",
+            sources=(
+                EnvPath("SPEAKDRAW_TAESDXL_PATH"),
+                HubRepo(
+                    "madebyollin/taesdxl",
+                    allow_patterns=("config.json", "diffusion_pytorch_model.safetensors"),
+                    required=("config.json", "diffusion_pytorch_model.safetensors"),
+                ),
+            ),
+        ),
+        Weight(
+            name="ip-adapter-sdxl",
+            description="IP-Adapter for SDXL UNets, ViT-H variant (image prompts on sdxl-turbo)",
+            licence="Apache-2.0",
+            filename="ip-adapter_sdxl_vit-h.safetensors",
+            sources=(
+                EnvPath("SPEAKDRAW_IP_ADAPTER_SDXL_PATH"),
+                HubRepo("h94/IP-Adapter", filename="sdxl_models/ip-adapter_sdxl_vit-h.safetensors"),
+            ),
+        ),
+    )
+
+
 def _build_registry() -> dict[str, Weight]:
     entries = [
         Weight(
@@ -141,6 +192,7 @@ def _build_registry() -> dict[str, Weight]:
             ),
         ),
         *(_openai_whisper(size) for size in OPENAI_WHISPER_SHA256),
+        *_sdxl_entries(),
     ]
     return {entry.name: entry for entry in entries}
 

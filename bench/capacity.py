@@ -1,0 +1,191 @@
+"""How many callers one device serves: batched steps vs round-robin, then real WebRTC callers.
+
+Part 1 (`scheduler`): N simulated calls offer 30 fps each to one `DeviceScheduler`, which either batches
+the newest frame of every call into one step (`max_batch=N`, what the server does) or takes one call's
+frame per step (`max_batch=1`: round-robin, what it did before) — same engine, same run. Reports per-call
+and total fps, step time per batch size, frame age (arrival → result) p50/p95.
+
+Part 2 (`calls`, passthrough only): 8 aiortc callers at 512², 30 fps offered, through `speakdraw serve`:
+callers that honour the server's `send` hint vs callers that ignore it (the behaviour before the hint).
+
+    python bench/capacity.py                      # CPU: passthrough and tiny at 256², then 8 real callers
+    python bench/capacity.py --engines tiny --full-size --device cuda --size 512 --no-calls   # a GPU machine
+Prints a table and writes bench/results/capacity.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fractions
+import json
+import platform
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from av import VideoFrame
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from server.scheduler import DeviceScheduler, Processed  # noqa: E402
+from speakdraw.engines import EngineOptions, load_engine  # noqa: E402
+from speakdraw.pipeline import Pipeline  # noqa: E402
+from speakdraw.settings import Settings  # noqa: E402
+from tests.multicall import run_callers  # noqa: E402
+from tests.serverproc import ServerProcess  # noqa: E402
+
+PROMPTS = ["a watercolor dragon", "an oil painting of a city", "a pencil sketch", "neon cyberpunk street"]
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name(0)
+    return f"CPU: {cpu_name()}"
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+async def scheduler_point(engine, calls: int, batched: bool, size: int, seconds: float, fps: float) -> dict:
+    """N calls at `fps` into one scheduler for `seconds`; returns the figures of that point."""
+    scheduler = DeviceScheduler(max_batch=calls if batched else 1, name="bench-video")
+    frame = VideoFrame.from_ndarray(np.full((size, size, 3), 127, np.uint8), format="rgb24").reformat(format="yuv420p")
+    frame.time_base = fractions.Fraction(1, 90000)
+    ages: list[list[float]] = [[] for _ in range(calls)]
+    steps: dict[int, list[float]] = defaultdict(list)
+    done = [0] * calls
+    start = time.monotonic()
+
+    def deliver(i: int):
+        def on(result: Processed) -> None:
+            if result.error is not None:
+                raise result.error
+            if result.done - start > 1.0:  # the first second warms up
+                done[i] += 1
+                ages[i].append((result.done - result.arrived) * 1000.0)
+                steps[result.batch].append(result.timings_ms["total"])
+
+        return on
+
+    pipelines = [
+        Pipeline(Settings(width=size, height=size, prompt=PROMPTS[i % 4], seed=i, strength=0.4 + 0.1 * (i % 4)), engine)
+        for i in range(calls)
+    ]
+    slots = [scheduler.register(p, deliver(i)) for i, p in enumerate(pipelines)]
+
+    async def camera(i: int) -> None:
+        n = 0
+        while time.monotonic() - start < seconds + 1.0:
+            slots[i].put(frame, time.monotonic())
+            n += 1
+            await asyncio.sleep(max(0.0, start + n / fps - time.monotonic()))
+
+    await asyncio.gather(*(camera(i) for i in range(calls)))
+    await asyncio.sleep(0.2)
+    for slot in slots:
+        slot.close()
+    scheduler.shutdown(timeout=30)
+    all_ages = [a for call in ages for a in call]
+    per_call = [d / seconds for d in done]
+    return {
+        "calls": calls,
+        "strategy": "batched" if batched else "round-robin",
+        "fps_per_call_min": round(min(per_call), 2),
+        "fps_per_call_mean": round(float(np.mean(per_call)), 2),
+        "fps_total": round(sum(per_call), 2),
+        "age_p50_ms": round(pct(all_ages, 50), 1),
+        "age_p95_ms": round(pct(all_ages, 95), 1),
+        "step_ms_by_batch": {b: round(pct(v, 50), 2) for b, v in sorted(steps.items())},
+    }
+
+
+def load(engine_name: str, device: str, full_size: bool, acceleration: str = "none", compile_mode: str | None = None):
+    """`--full-size`: the `tiny` engine builds the full-size SD-Turbo architecture with random weights (same FLOPs)."""
+    model = "full-size" if full_size and engine_name == "tiny" else engine_name
+    extra = {"compile_mode": compile_mode} if compile_mode else {}
+    options = EngineOptions(engine=engine_name, model=model, device=device, acceleration=acceleration, extra=extra)
+    engine, warnings = load_engine(options)
+    if warnings:
+        print("warning:", *warnings)
+    engine.warmup()
+    return engine
+
+
+async def scheduler_sweep(args) -> list[dict]:
+    rows = []
+    for name in args.engines:
+        engine = load(name, args.device, args.full_size, args.acceleration, args.compile_mode)
+        for calls in args.calls:
+            for batched in (False, True):
+                point = await scheduler_point(engine, calls, batched, args.size, args.seconds, args.fps)
+                point.update(engine=engine.name, size=args.size)
+                rows.append(point)
+                print(
+                    f"{engine.name:12} {args.size:4}² N={calls}  {point['strategy']:11}  "
+                    f"per call {point['fps_per_call_min']:6.2f}–{point['fps_per_call_mean']:6.2f} fps  "
+                    f"total {point['fps_total']:7.2f}  age p50 {point['age_p50_ms']:7.1f}  "
+                    f"p95 {point['age_p95_ms']:7.1f} ms  step {point['step_ms_by_batch']}",
+                    flush=True,
+                )
+    return rows
+
+
+async def calls_run(seconds: float) -> dict:
+    out = {}
+    for label, ignore in (("honour send", frozenset()), ("ignore send (before)", frozenset(range(8)))):
+        server = ServerProcess("--cpu-cores", "1")
+        server.wait_ready()
+        try:
+            run = await run_callers(server.base, callers=8, seconds=seconds, warmup_s=5.0, ignore_send=ignore)
+            out[label] = run.summary()
+        finally:
+            server.stop()
+        s = out[label]
+        print(
+            f"8 callers 512² passthrough, {label:21}: fps/caller min {s['fps_min']:5.2f} total {s['fps_total']:6.1f}  "
+            f"rtt p50 {s['rtt_p50_ms']:7.1f} p95 {s['rtt_p95_ms']:7.1f}  first5s p95 {s['first5s_p95_ms']:7.1f} "
+            f"last5s p95 {s['last5s_p95_ms']:7.1f} ms  fairness {s['fairness']:.2f}  foreign {s['foreign_frames']}",
+            flush=True,
+        )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--engines", nargs="+", default=["passthrough", "tiny"])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--full-size", action="store_true", help="the full-size SD-Turbo architecture, random weights")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--acceleration", default="none", choices=["none", "compile"])
+    parser.add_argument("--compile-mode", default=None)
+    parser.add_argument("--calls", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--fps", type=float, default=30.0)
+    parser.add_argument("--no-calls", action="store_true", help="skip part 2 (real WebRTC callers)")
+    parser.add_argument("--call-seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    results = {"device": device_name(args.device), "scheduler": asyncio.run(scheduler_sweep(args))}
+    if not args.no_calls and args.device == "cpu":
+        results["calls"] = asyncio.run(calls_run(args.call_seconds))
+    out = REPO / "bench" / "results" / "capacity.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"device: {results['device']}; wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

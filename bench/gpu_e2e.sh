@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# End to end on a lent GPU: the real server (full-size SD-Turbo architecture, random weights, fp16, 512², 1 step,
+# torch.compile reduce-overhead, batched device steps), then N = 1, 2, 4, 8 aiortc callers on the same machine;
+# per-call fps and round trip, printed beside the engine-only figures (bench/capacity.py) of the same run.
+# About 6-9 minutes. NOT RUN YET: no GPU was lent to the session that wrote it.
+#
+#   bash bench/gpu_e2e.sh          # on the GPU machine (carry .whl); JSON + logs go to $OUT
+#   bash bench/gpu_e2e.sh --dry    # here, on CPU: the same steps with the tiny model at 128²
+#
+# The GPU machine reaches no package index: everything the server needs beyond torch/numpy comes as wheels in
+# .whl/ (git-ignored; carry it). bench/gpu_diffusion.sh lists the diffusion stack; add the WebRTC side:
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+#     aiortc aioice av pyee pylibsrtp google-crc32c cffi pycparser pyopenssl cryptography dnspython ifaddr \
+#     aiohttp aiohappyeyeballs aiosignal attrs frozenlist multidict propcache yarl idna \
+#     prometheus-client qrcode onnxruntime scikit-image
+# (av alone is ~30 MB: keep the carried total under 64 MiB — drop what the e2e run does not import.)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-bench/results}"
+mkdir -p "$OUT"
+started=$(date +%s)
+
+if [ "${1:-}" = "--dry" ]; then
+  DEVICE=cpu; MODEL=tiny; SIZE=128; ACCEL=(--acceleration none); SECONDS_PER=6; CALLS=(1 2 4)
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+else
+  ls .whl/*.whl >/dev/null 2>&1 || { echo "no wheels in .whl/ (see this script's header)" >&2; exit 2; }
+  rm -rf /tmp/site && mkdir -p /tmp/site
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 3
+  export PYTHONPATH="/tmp/site:$PWD"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+  DEVICE=cuda; MODEL=full-size; SIZE=512; ACCEL=(--acceleration compile --compile-mode reduce-overhead)
+  SECONDS_PER=15; CALLS=(1 2 4 8)
+fi
+
+echo "== engine only: batched vs round-robin on one scheduler"
+timeout 300 python3 bench/capacity.py --engines tiny $([ "$MODEL" = full-size ] && echo --full-size) \
+  --device "$DEVICE" --size "$SIZE" --calls "${CALLS[@]}" --seconds 6 --no-calls "${ACCEL[@]}" \
+  > "$OUT/e2e-engine.log" 2>&1
+grep -E "^tiny|device:" "$OUT/e2e-engine.log"
+
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+python3 -m server.cli serve --host 127.0.0.1 --port "$PORT" --https-port 0 --engine tiny --model "$MODEL" \
+  --device "$DEVICE" "${ACCEL[@]}" --stt off --matting off --max-sessions 16 --min-fps 1 \
+  > "$OUT/e2e-server.log" 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null' EXIT
+for _ in $(seq 1 240); do  # the compile warm-up takes a while
+  if curl -fs "http://127.0.0.1:$PORT/healthz" 2>/dev/null | grep -q '"engine_ready": true'; then break; fi
+  sleep 1
+done
+echo "== server: $(curl -fs "http://127.0.0.1:$PORT/healthz")"
+echo "== $SIZE² callers through WebRTC (each honours the server's send hint)"
+timeout 400 python3 bench/e2e_calls.py "http://127.0.0.1:$PORT" --calls "${CALLS[@]}" --seconds "$SECONDS_PER" \
+  --size "$SIZE" --json "$OUT/e2e-calls.json" 2>&1 | grep -E "^N="
+echo "== done in $(( $(date +%s) - started )) s; results in $OUT"
