@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from server import image_prompt, jitter, metrics, mjpeg
+from server import codecs, ice, image_prompt, jitter, media_ports, metrics, mjpeg, resume, whip
 from server.auth import token_middleware
 from server.config import WEB_DIR, ServerConfig
 from server.errors import json_error, json_errors_middleware
@@ -136,22 +136,32 @@ async def offer(request: web.Request) -> web.Response:
         settings = Settings().updated(params.get("settings") or {})
     except (ValidationError, TypeError) as exc:
         return json_error(400, "invalid_settings", str(exc))
+    lost = await resume.claim(state, params.get("resume"))  # a rejoin takes over its lost call's state
+    settings = resume.settings_of(lost) if lost is not None else settings
     if len(state.sessions) >= state.config.max_sessions:
         return json_error(503, "too_many_sessions", f"this server takes {state.config.max_sessions} calls at once")
 
     loop = asyncio.get_running_loop()
     pipeline = await loop.run_in_executor(state.video_executor, state.new_pipeline, settings)
     session = Session(state, pipeline, on_closed=lambda s: state.sessions.pop(s.id, None))
+    if lost is not None:
+        resume.apply(lost, session)
     state.sessions[session.id] = session
     if pipeline.engine is not state.current_engine():  # the model became ready while this pipeline was made
         pipeline.set_engine(state.current_engine(), state.matting)
     try:
         answer = await session.accept(params["sdp"])
+    except media_ports.MediaPortsExhausted as exc:
+        await session.close()
+        return json_error(503, "no_media_ports", f"{exc}; try again later", headers={"Retry-After": "5"})
     except Exception as exc:
         await session.close()
         log.info("refused offer: %r", exc)
         return json_error(400, "bad_sdp", f"cannot use this offer: {exc or type(exc).__name__}")
-    return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": session.id})
+    if lost is not None:
+        resume.after_accept(lost, session)
+    body = {"sdp": answer.sdp, "type": answer.type, "session_id": session.id, "resumed": lost is not None}
+    return web.json_response(body)
 
 
 async def hang_up(request: web.Request) -> web.Response:
@@ -170,7 +180,8 @@ async def get_settings(request: web.Request) -> web.Response:
 
 
 async def get_ice(request: web.Request) -> web.Response:
-    return web.json_response({"iceServers": [{"urls": url} for url in request.app[STATE].config.ice_servers]})
+    config = request.app[STATE].config
+    return web.json_response({**ice.from_config(config).api_body(), "videoCodec": config.video_codec})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -242,4 +253,7 @@ def create_app(config: ServerConfig, *, load_models: bool = True) -> web.Applica
     metrics.setup(app)
     mjpeg.setup(app)
     image_prompt.setup(app)
+    media_ports.setup(app, config.media_ports)
+    codecs.apply_bitrate_cap(config.max_bitrate)
+    whip.setup(app, state)
     return app

@@ -25,7 +25,7 @@ def request_token(request: web.Request) -> str | None:
 @web.middleware
 async def token_middleware(request: web.Request, handler) -> web.StreamResponse:
     config = request.app[CONFIG]
-    if request.path.startswith("/api/") and config.token:
+    if request.path.startswith(("/api/", "/whip", "/whep")) and config.token:
         sockname = request.transport.get_extra_info("sockname") if request.transport else None
         listener_host = request.app[LISTENER_HOSTS].get(sockname[1] if sockname else None, config.https_host)
         if config.token_required_on(listener_host):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from server.auth import new_token
 from server.config import ServerConfig, is_loopback
+from server.netcli import add_network_args, apply_network_args
 
 log = logging.getLogger("speakdraw")
 # After the app has shut down, worker threads still inside a model step (or a model load) get this long.
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-sessions", type=int, default=8)
     serve.add_argument("--simulate-model-ms", type=float, default=0.0, help=argparse.SUPPRESS)
     serve.add_argument("--log-level", default="info")
+    add_network_args(serve)  # --turn-url --turn-secret --ice-transport-policy --resume-window --video-codec ...
     models = sub.add_parser("models", help="list, pull or locate weights", add_help=False)
     models.add_argument("args", nargs=argparse.REMAINDER)
     return parser
@@ -87,6 +89,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         simulate_model_ms=args.simulate_model_ms,
         max_sessions=args.max_sessions,
     )
+    apply_network_args(build_parser(), args, config)
     beyond_loopback = config.https_port or not is_loopback(config.host)
     if beyond_loopback and not config.token:
         config.token = new_token()

@@ -15,10 +15,10 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from server import control
+from server import codecs, control, ice, resume
 from server.tracks import TransformedVideoTrack, VideoProcessor
 from speakdraw.pipeline import Pipeline
 
@@ -39,9 +39,10 @@ class Session:
         self.config = app_state.config
         self.pipeline = pipeline
         self._on_closed = on_closed
-        ice = [RTCIceServer(urls=url) for url in self.config.ice_servers]
-        # An explicit (possibly empty) list: aiortc would otherwise reach out to a public STUN server.
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice))
+        # --ice-server / --turn-url servers (fresh TURN credentials), never aiortc's public STUN default.
+        self.pc = RTCPeerConnection(ice.from_config(self.config).rtc_configuration())
+        codecs.prepare(self.pc, getattr(self.config, "video_codec", "auto"))  # before the offer is applied
+        self.resumed_away = False  # a `resume` offer took this call over
         Session._peer_connections.add(self.pc)
         self.channel = None
         self.processor: VideoProcessor | None = None
@@ -86,6 +87,10 @@ class Session:
         @pc.on("connectionstatechange")
         async def on_state() -> None:
             log.info("session %s: connection %s", self.id[:8], pc.connectionState)
+            if pc.connectionState == "connected":
+                codecs.request_keyframe(pc)  # a new or resumed viewer starts on a keyframe
+            if pc.connectionState == "failed" and not self.resumed_away and not self._closing:
+                resume.store_for(self.state).remember(self)  # kept for --resume-window s
             if pc.connectionState in ("failed", "closed"):
                 await self.close()
 
