@@ -89,7 +89,7 @@ class Session:
             log.info("session %s: connection %s", self.id[:8], pc.connectionState)
             if pc.connectionState == "connected":
                 codecs.request_keyframe(pc)  # a new or resumed viewer starts on a keyframe
-            if pc.connectionState == "failed" and not self.resumed_away and not self._closing:
+            if pc.connectionState in ("failed", "closed") and not self.resumed_away and not self._closing:
                 resume.store_for(self.state).remember(self)  # kept for --resume-window s
             if pc.connectionState in ("failed", "closed"):
                 await self.close()
