@@ -164,3 +164,57 @@ def test_gives_up_visibly_without_the_relay(camera_chromium, start_server, cotur
         assert page.locator("#start").is_enabled()
     finally:
         context.close()
+
+
+def _offer_sdp() -> str:
+    """An aiortc offer with a video track (made in its own thread: Playwright's sync API owns this one's loop)."""
+    import asyncio
+    import concurrent.futures
+
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    from tests.rtc_client import PatternVideoTrack
+
+    async def make() -> str:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc.addTrack(PatternVideoTrack())
+        await pc.setLocalDescription(await pc.createOffer())
+        sdp = pc.localDescription.sdp
+        await pc.close()
+        return sdp
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, make()).result(30)
+
+
+def _http(method: str, url: str, body: dict | None = None) -> tuple[int, dict]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_page_waits_while_the_server_is_full(camera_chromium, start_server):
+    """503 too_many_sessions: the page says the server is full, counts down, and retries by itself."""
+    server = start_server("--max-sessions", "1")
+    status, occupant = _http("POST", server.base + "/api/offer", {"sdp": _offer_sdp(), "type": "offer"})
+    assert status == 200  # one session: the server is full
+    context, page = open_page(camera_chromium, server.base)
+    try:
+        page.click("#start")
+        page.wait_for_function(
+            "() => /^the server is full, retrying in \\d+ s$/.test(document.getElementById('status').textContent)",
+            timeout=20_000,
+        )
+        assert _http("DELETE", f"{server.base}/api/sessions/{occupant['session_id']}")[0] == 200
+        wait_playing(page, timeout_ms=40_000)
+        assert server.health()["sessions"] == 1
+    finally:
+        context.close()
