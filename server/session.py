@@ -18,7 +18,7 @@ from typing import Any
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from server import codecs, control, ice, resume
+from server import codecs, control, ice, netstats, resume
 from server.tracks import TransformedVideoTrack, VideoProcessor
 from speakdraw.pipeline import Pipeline
 
@@ -177,7 +177,9 @@ class Session:
     async def _stats_loop(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            self.send(self.stats_message())
+            message = self.stats_message()
+            message["network"] = await netstats.summary(self.pc)  # loss both ways (server/netstats.py)
+            self.send(message)
 
     # ---- teardown ---------------------------------------------------------------------
     async def close(self) -> None:

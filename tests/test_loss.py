@@ -17,8 +17,10 @@ import time
 import numpy as np
 import pytest
 from aioice import ice as aioice_ice
+from aiortc import rtcrtpreceiver
 from aiortc.mediastreams import MediaStreamError
 
+from server import jitter
 from tests.rtc_client import PatternVideoTrack, RtcClient, read_frame_id
 
 pytestmark = pytest.mark.slow
@@ -90,6 +92,9 @@ def phase_numbers(arrivals: list[tuple[float, float]], start: float, end: float)
 
 
 async def test_call_keeps_moving_under_packet_loss(start_server, monkeypatch):
+    # The client receives with the server's jitter buffer (server/jitter.py), as the server does: stock aiortc
+    # stalls for ~1 s on a lost retransmission and keeps that as latency (measured: p50 1.5-2.3 s under 5 %).
+    monkeypatch.setattr(rtcrtpreceiver, "JitterBuffer", jitter.MarkerJitterBuffer)
     net = LossyNetwork()
     net.install(monkeypatch)
     server = start_server()
@@ -104,7 +109,8 @@ async def test_call_keeps_moving_under_packet_loss(start_server, monkeypatch):
         await asyncio.sleep(PHASE_S)
         t2 = time.monotonic()
         net.loss = 0.0
-        stats = await client.expect("stats", timeout=5)
+        await asyncio.sleep(1.5)  # one more stats message, covering the lossy phase
+        stats = [m for m in client.all_messages if m.get("type") == "stats"][-1]
     finally:
         await client.close()
     lossless, lossy = phase_numbers(client.arrivals, t0, t1), phase_numbers(client.arrivals, t1, t2)
@@ -114,3 +120,5 @@ async def test_call_keeps_moving_under_packet_loss(start_server, monkeypatch):
     assert lossless["fps"] > 3, lossless
     assert lossy["fps"] >= 0.7 * lossless["fps"], (lossless, lossy)
     assert lossy["max_gap_s"] <= 2.0, lossy
+    network = stats["network"]  # the stats show the loss, both ways
+    assert network["packets_lost_in"] > 0 and network["remote"]["packets_lost"] > 0, network
