@@ -219,3 +219,16 @@ def test_jitter_buffer_drops_a_lost_packet_after_a_quarter_second():
     held = released[5] - 6  # frames after the loss that arrived while the buffer still waited for it
     assert 0 < held <= 0.25 * 15 + 1, released  # then it skips to the newest frame (the held ones are dropped)
     assert released[-1] == 39 and released[5:] == list(range(released[5], 40))  # then each frame at once
+
+
+def test_max_bitrate_caps_both_encoders(monkeypatch):
+    from aiortc.codecs import h264, vpx
+
+    for module in (vpx, h264):
+        for name in ("MAX_BITRATE", "MIN_BITRATE", "DEFAULT_BITRATE"):
+            monkeypatch.setattr(module, name, getattr(module, name))  # restored after the test
+    codecs.apply_bitrate_cap(400_000)
+    for encoder in (vpx.Vp8Encoder(), h264.H264Encoder()):
+        assert encoder.target_bitrate <= 400_000
+        encoder.target_bitrate = 5_000_000  # what a generous REMB would ask
+        assert encoder.target_bitrate == 400_000
