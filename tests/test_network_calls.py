@@ -209,3 +209,64 @@ async def test_resume_takes_over_the_lost_call(start_server):
         await first.close(hang_up=False)
         if second is not None:
             await second.close()
+
+
+async def test_resume_after_the_connection_is_lost(start_server):
+    """The old connection is gone (the server saw it close without a hang-up): the call is kept for the window."""
+    server = start_server("--resume-window", "60")
+    first = RtcClient(server.base, settings={"prompt": "a fox in the snow", "seed": 77})
+    await first.connect()
+    await first.wait_frames(3)
+    await first.close(hang_up=False)  # the phone's connection went away; no DELETE
+    for _ in range(100):
+        if server.health()["sessions"] == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert server.health()["sessions"] == 0 and server.health()["peer_connections"] == 0
+    second = RtcClient(server.base, offer_extra={"resume": first.session_id})
+    try:
+        await second.connect()
+        assert second.answer["resumed"] is True and second.session_id == first.session_id
+        settings = await second.request({"type": "settings", "settings": {}}, "settings")
+        assert (settings["settings"]["prompt"], settings["settings"]["seed"]) == ("a fox in the snow", 77)
+        await second.wait_frames(5)
+    finally:
+        await second.close()
+    # A hang-up is final: nothing to resume.
+    third = RtcClient(server.base, offer_extra={"resume": first.session_id})
+    try:
+        await third.connect()
+        assert third.answer["resumed"] is False
+    finally:
+        await third.close()
+
+
+async def test_relay_call_resumes_after_the_relay_restarts(start_server, coturn):
+    """aiortc variant of the page's rejoin: coturn dies mid-call, comes back 5 s later, a resume offer works."""
+    server = start_server("--turn-url", coturn.url, "--turn-secret", coturn.secret)
+    first = RtcClient(server.base, rtc_config=relay_config(await fetch_ice(server.base)), settings={"seed": 99})
+    second = None
+    try:
+        await first.connect(timeout=30)
+        await first.wait_frames(5)
+        coturn.stop()
+        before = first.frames_received
+        await asyncio.sleep(5)
+        assert first.frames_received - before <= 3  # the relay is really gone: frames stopped
+        coturn.start()
+        second = RtcClient(
+            server.base,
+            rtc_config=relay_config(await fetch_ice(server.base)),
+            offer_extra={"resume": first.session_id},
+        )
+        started = time.monotonic()
+        await second.connect(timeout=30)
+        await second.wait_frames(5, timeout=30)
+        assert time.monotonic() - started < 10
+        assert second.answer["resumed"] is True and second.session_id == first.session_id
+        assert (await second.request({"type": "settings", "settings": {}}, "settings"))["settings"]["seed"] == 99
+        assert selected_pair(second).local_candidate.type == "relay"
+    finally:
+        await first.close(hang_up=False)
+        if second is not None:
+            await second.close()
