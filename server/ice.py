@@ -9,6 +9,7 @@ is ever shipped to a page.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from aiortc import RTCConfiguration, RTCIceServer
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
 # stun:host[:port]  turn:[user:pass@]host[:port][?transport=udp|tcp]  (turns: too); IPv6 hosts in [brackets]
@@ -156,3 +157,17 @@ def from_config(config: Any) -> IceServers:
         turn_ttl_s=int(getattr(config, "turn_ttl_s", 24 * 3600)),
         transport_policy=getattr(config, "ice_transport_policy", "all"),
     )
+
+
+PC_CLOSE_TIMEOUT_S = 3.0
+_closing: set[asyncio.Task] = set()  # closes that outlived the timeout, finishing in the background
+
+
+async def close_peer(pc: RTCPeerConnection, timeout_s: float = PC_CLOSE_TIMEOUT_S) -> None:
+    """Close `pc`, waiting at most `timeout_s`: with its TURN server gone, aioice retries deleting the
+    allocation for ~31 s (6 retransmissions), which would hold a hang-up, a resume or the shutdown."""
+    task = asyncio.ensure_future(pc.close())
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if not done:
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)

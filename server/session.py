@@ -197,7 +197,7 @@ class Session:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             if self.output_track is not None:
                 self.output_track.stop()
-            await self.pc.close()
+            await ice.close_peer(self.pc)  # bounded: a dead TURN server must not hold the close
             self.pipeline.close()
         finally:
             self._on_closed(self)

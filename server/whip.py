@@ -77,7 +77,7 @@ class WhepViewer:
         if self.track.offer_frame in listeners:
             listeners.remove(self.track.offer_frame)
         self.track.end()
-        await self.pc.close()
+        await ice.close_peer(self.pc)
 
 
 def _state(request: web.Request):

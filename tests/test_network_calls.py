@@ -270,3 +270,26 @@ async def test_relay_call_resumes_after_the_relay_restarts(start_server, coturn)
         await first.close(hang_up=False)
         if second is not None:
             await second.close()
+
+
+async def test_hang_up_is_prompt_when_the_relay_is_gone(start_server, coturn):
+    """With coturn dead, aioice retries deleting the TURN allocation for ~31 s; a hang-up must not wait for it."""
+    server = start_server("--turn-url", coturn.url, "--turn-secret", coturn.secret)
+    client = RtcClient(server.base, rtc_config=relay_config(await fetch_ice(server.base)))
+    try:
+        await client.connect(timeout=30)
+        await client.wait_frames(3)
+        coturn.stop()
+        started = time.monotonic()
+        async with aiohttp.ClientSession() as http:
+            async with http.delete(f"{server.base}/api/sessions/{client.session_id}") as resp:
+                assert resp.status == 200
+        assert time.monotonic() - started < 8.0
+        assert server.health()["sessions"] == 0
+    finally:
+        for task in client._tasks:
+            task.cancel()
+        await ice.close_peer(client.pc)  # the client's own allocation is stuck the same way
+    started = time.monotonic()
+    server.stop()
+    assert time.monotonic() - started < 8.0 and server.proc.returncode == 0
