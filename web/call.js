@@ -45,7 +45,8 @@ function waitForIceGathering(pc) {
 
 /**
  * Events (all optional callbacks in `handlers`): onLocalStream(stream, facingMode),
- * onRemoteStream(stream), onMessage(msg), onRtt(ms), onState(text), onEnded(reason), onWarning(text).
+ * onRemoteStream(stream), onMessage(msg), onRtt(ms), onState(text), onEnded(reason), onWarning(text);
+ * currentSettings() → the partial Settings a rejoin offers when the server no longer has the call.
  */
 export class Call {
   constructor(handlers = {}) {
@@ -176,10 +177,13 @@ export class Call {
         await new Promise((resolve) => setTimeout(resolve, wait));
         if (this.closed) return;
         try {
-          await this.connect({ resume });
+          // The page's settings go along: used only when the server no longer has the call (past its window).
+          const settings = this.handlers.currentSettings ? this.handlers.currentSettings() : {};
+          await this.connect({ resume, settings });
           if (this.closed) return;
           if (await waitConnected(this.pc, ATTEMPT_TIMEOUT_MS)) {
-            const resumed = this.lastAnswer && this.lastAnswer.resumed;
+            const resumed = Boolean(this.lastAnswer && this.lastAnswer.resumed);
+            this.lastReconnect = { at: performance.now(), resumed, attempts: attempt + 1 };
             this.emit("onState", resumed ? "reconnected: the call resumed (same prompt and seed)" : "reconnected (a new call)");
             return;
           }
