@@ -11,11 +11,11 @@ import asyncio
 
 from aiohttp import web
 
-from server import jitter
+from server import codecs, jitter, media_ports
 from server.auth import token_middleware
 from server.config import WEB_DIR, ServerConfig
 from server.errors import json_errors_middleware
-from server.routes import image_prompt, metrics, mjpeg, sessions, transcribe
+from server.routes import image_prompt, metrics, mjpeg, sessions, transcribe, whip
 from server.state import LISTENER_HOSTS, LOAD_TASK, STATE, AppState
 
 
@@ -72,4 +72,7 @@ def create_app(config: ServerConfig, *, load_models: bool = True) -> web.Applica
     transcribe.setup(app)
     mjpeg.setup(app)
     image_prompt.setup(app)
+    whip.setup(app)
+    media_ports.setup(app, config.media_ports)
+    codecs.apply_bitrate_cap(config.max_bitrate)
     return app

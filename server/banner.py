@@ -6,7 +6,7 @@ import io
 
 import qrcode
 
-from server.certs import lan_addresses
+from server import netaddr
 from server.config import ServerConfig
 
 
@@ -17,8 +17,7 @@ def join_urls(config: ServerConfig) -> tuple[str, str | None]:
         desktop += f"?token={config.token}"
     phone = None
     if config.https_port:
-        lan = lan_addresses()
-        host = lan[0] if lan else "localhost"
+        host = netaddr.phone_host()  # the default route's interface address, not the hostname (127.0.1.1)
         phone = f"https://{host}:{config.https_port}/" + (f"?token={config.token}" if config.token else "")
     return desktop, phone
 
@@ -28,6 +27,8 @@ def banner(config: ServerConfig, engine: str, warnings: list[str]) -> str:
     lines = ["", "SpeakDraw is up", f"  engine:  {engine}", f"  desktop: {desktop}"]
     if phone:
         lines.append(f"  phone:   {phone}   (self-signed certificate: accept it once)")
+        lines += [f"  also:    https://{a}:{config.https_port}/" for a in netaddr.lan_addresses()[1:]]
+        lines.append(netaddr.turn_hint(config))
     lines += [f"  warning: {w}" for w in warnings]
     text = "\n".join(lines) + "\n"
     if phone:

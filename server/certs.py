@@ -13,27 +13,27 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from server.netaddr import lan_addresses
+
 CERT_NAME = "speakdraw-cert.pem"
 KEY_NAME = "speakdraw-key.pem"
 
 
-def lan_addresses() -> list[str]:
-    """This host's non-loopback IPv4 addresses, from its own name (no packets sent)."""
-    found: list[str] = []
+def _covers(cert_path: Path, addresses: list[str]) -> bool:
+    """Whether an existing certificate names every current LAN address (a new network needs a new one)."""
     try:
-        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
-            addr = str(info[4][0])
-            if not ipaddress.ip_address(addr).is_loopback and addr not in found:
-                found.append(addr)
-    except OSError:
-        pass
-    return found
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound, OSError):
+        return False
+    named = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+    return all(addr in named for addr in addresses)
 
 
 def ensure_self_signed(certs_dir: Path) -> tuple[Path, Path]:
     """Return (cert, key), generating them on first run; the key file is created 0600."""
     cert_path, key_path = certs_dir / CERT_NAME, certs_dir / KEY_NAME
-    if cert_path.exists() and key_path.exists():
+    if cert_path.exists() and key_path.exists() and _covers(cert_path, lan_addresses()):
         return cert_path, key_path
     certs_dir.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from server.auth import new_token
 from server.config import ServerConfig, is_loopback
+from server.netcli import add_network_args, apply_network_args
 from speakdraw.engines import ENGINE_NAMES
 
 log = logging.getLogger("speakdraw")
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--simulate-model-ms", type=float, default=0.0, help=argparse.SUPPRESS)
     serve.add_argument("--log-level", default="info")
+    add_network_args(serve)  # --turn-url --turn-secret --ice-transport-policy --resume-window --video-codec ...
     models = sub.add_parser("models", help="list, pull or locate weights", add_help=False)
     models.add_argument("args", nargs=argparse.REMAINDER)
     return parser
@@ -89,6 +91,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     }
     fields = {f.name for f in dataclasses.fields(ServerConfig)} - set(translated)
     config = ServerConfig(**{name: value for name, value in vars(args).items() if name in fields}, **translated)
+    apply_network_args(build_parser(), args, config)
     beyond_loopback = config.https_port or not is_loopback(config.host)
     if beyond_loopback and not config.token:
         config.token = new_token()

@@ -52,6 +52,15 @@ class ServerConfig:
     max_upload_bytes: int = 10 * 1024 * 1024  # audio files for /api/transcribe
     max_image_bytes: int = 8 * 1024 * 1024  # image prompts
     max_message_bytes: int = 64 * 1024
+    # Phones on real networks (server/netcli.py fills these; see README "Phones on real networks")
+    turn_urls: list[str] = field(default_factory=list)  # --turn-url, with credentials minted from turn_secret
+    turn_secret: str | None = None  # coturn's static-auth-secret (TURN REST scheme)
+    turn_ttl_s: int = 24 * 3600  # lifetime of minted TURN credentials
+    ice_transport_policy: str = "all"  # "relay": the server and the page use TURN candidates only
+    resume_window_s: float = 60.0  # a lost call's state is kept this long for a `resume` offer
+    video_codec: str = "auto"  # auto (H.264 when both sides have it) | vp8 | h264
+    max_bitrate: int | None = None  # bits/s cap of the returned video track
+    media_ports: list[int] = field(default_factory=list)  # UDP ports for ICE host candidates; [] = any
 
     def token_required_on(self, listener_host: str) -> bool:
         """A token is needed on every listener beyond loopback, and everywhere when given explicitly."""

@@ -30,7 +30,33 @@ class MarkerJitterBuffer(JitterBuffer):
         pli_flag, frame = super().add(packet)
         if frame is None and self._is_video and self._origin is not None:
             frame = self._pop_complete_head()
+            if frame is None and self._stalled(packet):
+                self._skip_to(packet.timestamp)  # give up on the lost packet: newest frame, and a keyframe
+                pli_flag = True
+                frame = self._pop_complete_head()
         return pli_flag, frame
+
+    # Under loss (issue 15): aiortc re-sends a NACK only when a *new* gap appears, so a lost retransmission
+    # stalls the buffer until the next loss (~1 s at 5 %), and afterwards it releases one frame per packet,
+    # so the stall stays as latency for the rest of the call. A head gap older than MAX_STALL_S of RTP time
+    # is dropped instead: the buffer jumps to the newest frame and asks for a keyframe (PLI).
+    MAX_STALL_S = 0.25
+
+    def _stalled(self, newest: RtpPacket) -> bool:
+        for count in range(self.capacity):
+            oldest = self._packets[(self._origin + count) % self._capacity]
+            if oldest is not None:
+                age = (newest.timestamp - oldest.timestamp) & 0xFFFFFFFF
+                return 0 < age < 0x80000000 and age > self.MAX_STALL_S * 90000
+        return False
+
+    def _skip_to(self, timestamp: int) -> None:
+        """Drop every packet before the first one of the frame with `timestamp`."""
+        for count in range(self.capacity):
+            packet = self._packets[(self._origin + count) % self._capacity]
+            if packet is not None and packet.timestamp == timestamp:
+                self.remove(count)
+                return
 
     def _pop_complete_head(self) -> JitterFrame | None:
         """The frame at the head of the buffer, if all its packets are in up to a marked one."""

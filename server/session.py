@@ -17,10 +17,10 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from server import control
+from server import codecs, control, ice, netstats
 from server.faults import FrameFaults
 from server.tracks import TransformedVideoTrack, VideoProcessor
 from speakdraw.pipeline import Pipeline
@@ -58,9 +58,10 @@ class Session:
         self.config = app_state.config
         self.pipeline = pipeline
         self._on_closed = on_closed
-        ice = [RTCIceServer(urls=url) for url in self.config.ice_servers]
-        # An explicit (possibly empty) list: aiortc would otherwise reach out to a public STUN server.
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice))
+        # --ice-server / --turn-url servers (fresh TURN credentials), never aiortc's public STUN default.
+        self.pc = RTCPeerConnection(ice.from_config(self.config).rtc_configuration())
+        codecs.prepare(self.pc, self.config.video_codec)  # before the offer is applied
+        self.resumed_away = False  # a `resume` offer took this call over: its close must not keep it again
         Session._peer_connections.add(self.pc)
         self.channel = None
         self.processor: VideoProcessor | None = None
@@ -118,6 +119,10 @@ class Session:
         @pc.on("connectionstatechange")
         async def on_state() -> None:
             log.info("session %s: connection %s", self.id[:8], pc.connectionState)
+            if pc.connectionState == "connected":
+                codecs.request_keyframe(pc)  # a new or resumed viewer starts on a keyframe
+            if pc.connectionState in ("failed", "closed") and not self.resumed_away and not self._closing:
+                self.state.resume_store.remember(self)  # kept for --resume-window s
             if pc.connectionState in ("failed", "closed"):
                 await self.close()
 
@@ -300,7 +305,9 @@ class Session:
             await asyncio.sleep(1.0)
             self.state.workers.capacity.sample()
             self.update_hint()
-            self.send(self.stats_message())
+            message = self.stats_message()
+            message["network"] = await netstats.summary(self.pc)  # loss both ways (server/netstats.py)
+            self.send(message)
 
     # ---- teardown ---------------------------------------------------------------------
     async def close(self) -> None:
@@ -345,7 +352,7 @@ class Session:
     async def _close_peer(self) -> None:
         if self.output_track is not None:
             self.output_track.stop()
-        await self.pc.close()
+        await ice.close_peer(self.pc)  # bounded: a dead TURN server must not hold the close
 
     async def _close_pipeline(self) -> None:
         """On the device thread, after any step that still holds this call's frame. A long step in flight

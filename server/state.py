@@ -18,6 +18,7 @@ from aiortc import MediaStreamTrack
 
 from server.capacity import CapacityOptions
 from server.config import ServerConfig
+from server.resume import ResumeStore
 from server.tracks import VideoObserver
 from server.workers import DeviceWorkers
 from speakdraw.engines import Engine, EngineOptions, PassthroughEngine, load_engine
@@ -54,8 +55,8 @@ class AppState:
         self.matting: Matting | None = None
         self.stt: SpeechToText | None = None
         self.speech_factory: SpeechFactory | None = None
+        self.resume_store = ResumeStore(config.resume_window_s)  # calls lost without a hang-up (server/resume.py)
         self.warnings: list[str] = []
-        self.on_models_ready: list[Callable[[], None]] = []  # called on the event loop
 
     def engine_name(self) -> str:
         return self.current_engine().name

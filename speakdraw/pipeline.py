@@ -188,6 +188,11 @@ class Pipeline:
         self.changes.put(ImagePromptChange(encoded))
         return encoded is not None
 
+    def adopt_image_prompt(self, encoded: Any) -> None:
+        """Use an image prompt another pipeline of the same engine already encoded (a resumed call)."""
+        with self._lock:
+            self._pending_image = (encoded,)
+
     def set_engine(self, engine: Engine, matting: Matting | None = None) -> None:
         """Switch engines between frames (a call that joined while the models loaded gets them when ready)."""
         self.changes.put(EngineChange(engine, matting))

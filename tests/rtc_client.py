@@ -122,11 +122,14 @@ class RtcClient:
     keep_frames: int = 60
     honour_send: bool = True  # apply the server's {"type":"send"} hint to the camera, as the page does
     caller: int | None = None
+    rtc_config: RTCConfiguration | None = None  # e.g. relay-only with TURN servers from /api/ice
+    offer_extra: dict[str, Any] | None = None  # more fields of the offer body (e.g. "resume")
     pc: RTCPeerConnection = field(init=False)
     session_id: str | None = None
+    answer: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.pc = RTCPeerConnection(self.rtc_config or RTCConfiguration(iceServers=[]))
         self.video = PatternVideoTrack(self.fps, caller=self.caller)
         self.frames: list[Received] = []
         self.frames_received = 0
@@ -162,12 +165,14 @@ class RtcClient:
         body: dict[str, Any] = {"sdp": self.pc.localDescription.sdp, "type": "offer"}
         if self.settings:
             body["settings"] = self.settings
+        body.update(self.offer_extra or {})
         async with aiohttp.ClientSession() as http:
             async with http.post(self.base + "/api/offer", json=body, headers=self.headers()) as resp:
                 answer = await resp.json()
                 if resp.status != 200:
                     raise RuntimeError(f"offer refused: {resp.status} {answer}")
         self.session_id = answer["session_id"]
+        self.answer = answer
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
         await asyncio.wait_for(self._open.wait(), timeout)
 

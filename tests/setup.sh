@@ -5,9 +5,10 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 if ! command -v chromium >/dev/null || ! command -v ffmpeg >/dev/null || ! command -v espeak-ng >/dev/null \
-    || ! command -v sox >/dev/null; then
+    || ! command -v sox >/dev/null || ! command -v turnserver >/dev/null; then
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium ffmpeg espeak-ng sox >/dev/null
+  # coturn: the relay tests start their own turnserver on loopback (tests/coturn.py); the service stays off.
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium ffmpeg espeak-ng sox coturn >/dev/null
 fi
 # CPU torch first (an unpinned torch would pull a multi-GB CUDA build), then the project and its test extra.
 python -m pip install -q "torch==2.13.0"

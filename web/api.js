@@ -58,7 +58,10 @@ export async function apiFetch(path, { method = "GET", body, keepalive = false }
       const hint = token ? "the token in this page's address is refused" : "this page's address has no ?token=";
       message = `access denied: ${hint}. Open the join URL the server printed; it carries the token.`;
     }
-    throw new ApiError(response.status, error.code || `http_${response.status}`, message);
+    const err = new ApiError(response.status, error.code || `http_${response.status}`, message);
+    const retryAfter = Number(response.headers.get("Retry-After"));
+    if (Number.isFinite(retryAfter) && retryAfter > 0) err.retryAfter = retryAfter; // 503 server full
+    throw err;
   }
   return data;
 }

@@ -164,6 +164,7 @@ async function startCall() {
     },
     onState: setStatus,
     onWarning: addCallWarning,
+    currentSettings: changedFromDefaults,
     onEnded(reason) {
       if (state.call === call) endCallUi(reason);
     },

@@ -3,6 +3,16 @@
 // the complete offer once, as aiortc's own example client does.
 
 import { apiFetch } from "./api.js";
+import {
+  ATTEMPT_TIMEOUT_MS,
+  DISCONNECTED_GRACE_MS,
+  RECONNECT_DELAYS_MS,
+  countCandidates,
+  fetchIce,
+  postOffer,
+  preferCodecs,
+  waitConnected,
+} from "./net.js";
 import { applySendHint } from "./send_hint.js";
 
 const ICE_GATHER_TIMEOUT_MS = 5000; // post whatever was gathered by then rather than hang
@@ -36,7 +46,8 @@ function waitForIceGathering(pc) {
 
 /**
  * Events (all optional callbacks in `handlers`): onLocalStream(stream, facingMode),
- * onRemoteStream(stream), onMessage(msg), onRtt(ms), onState(text), onEnded(reason), onWarning(text).
+ * onRemoteStream(stream), onMessage(msg), onRtt(ms), onState(text), onEnded(reason), onWarning(text);
+ * currentSettings() → the partial Settings a rejoin offers when the server no longer has the call.
  */
 export class Call {
   constructor(handlers = {}) {
@@ -76,15 +87,17 @@ export class Call {
     this.emit("onState", "opening camera");
     this.localStream = await this.openMedia();
     this.emit("onLocalStream", this.localStream, this.facingMode);
+    await this.connect({ settings });
+  }
 
-    let iceServers = [];
-    try {
-      iceServers = (await apiFetch("/api/ice")).iceServers || [];
-    } catch (err) {
-      if (err.status === 401 || err.status === 403) throw err;
-      this.emit("onWarning", `no ICE server list (${err.message}); trying direct connection`);
-    }
-    const pc = new RTCPeerConnection({ iceServers });
+  /**
+   * One peer connection with the server: ICE servers and policy from /api/ice (fresh TURN credentials), codec
+   * preference as the server's, the offer (retried while the server is full). `resume` rejoins a lost call.
+   */
+  async connect({ settings = {}, resume = null } = {}) {
+    const ice = await fetchIce((text) => this.emit("onWarning", text));
+    this.ice = ice;
+    const pc = new RTCPeerConnection({ iceServers: ice.iceServers, iceTransportPolicy: ice.iceTransportPolicy });
     this.pc = pc;
 
     const channel = pc.createDataChannel("control", { ordered: true });
@@ -98,32 +111,106 @@ export class Call {
       const stream = event.streams && event.streams[0] ? event.streams[0] : new MediaStream([event.track]);
       this.emit("onRemoteStream", stream);
     });
-    pc.addEventListener("connectionstatechange", () => {
-      this.emit("onState", `connection ${pc.connectionState}`);
-      if (pc.connectionState === "failed") this.stop("connection failed (ICE): check the network or TURN settings");
-    });
+    pc.addEventListener("connectionstatechange", () => this.onConnectionState(pc));
 
     for (const track of this.localStream.getTracks()) {
       const sender = pc.addTrack(track, this.localStream);
-      if (track.kind === "video") this.videoSender = sender;
+      if (track.kind === "video") {
+        this.videoSender = sender;
+        const transceiver = pc.getTransceivers().find((t) => t.sender === sender);
+        this.codecs = preferCodecs(transceiver, ice.videoCodec);
+      }
     }
 
-    this.emit("onState", "gathering network candidates");
+    this.emit("onState", resume ? "reconnecting… (gathering network candidates)" : "gathering network candidates");
     await pc.setLocalDescription(await pc.createOffer());
     await waitForIceGathering(pc);
-    if (this.closed) return;
+    if (this.closed || pc !== this.pc) return;
+    if (ice.iceTransportPolicy === "relay" && countCandidates(pc.localDescription.sdp) === 0) {
+      throw new Error(
+        "no relay candidates: the TURN server refused this page's credentials (expired or wrong) or cannot be reached",
+      );
+    }
 
-    this.emit("onState", "connecting");
+    this.emit("onState", resume ? "reconnecting…" : "connecting");
     const offer = pc.localDescription;
     const body = { sdp: offer.sdp, type: offer.type };
     if (Object.keys(settings).length) body.settings = settings;
-    const answer = await apiFetch("/api/offer", { method: "POST", body });
+    if (resume) body.resume = resume;
+    const answer = await postOffer(body, {
+      onState: (text) => this.emit("onState", text),
+      isClosed: () => this.closed || pc !== this.pc,
+    });
     if (this.closed) {
       this.hangUpOnServer(answer.session_id);
       return;
     }
     this.sessionId = answer.session_id;
+    this.lastAnswer = { session_id: answer.session_id, resumed: Boolean(answer.resumed) };
     await pc.setRemoteDescription({ sdp: answer.sdp, type: answer.type });
+  }
+
+  /** "disconnected" (after a grace) or "failed": rejoin with a new offer carrying `resume` (no ICE restart). */
+  onConnectionState(pc) {
+    if (pc !== this.pc || this.closed) return;
+    const s = pc.connectionState;
+    this.emit("onState", `connection ${s}`);
+    clearTimeout(this.graceTimer);
+    if (s === "failed") this.reconnect("the connection failed");
+    else if (s === "disconnected") {
+      this.graceTimer = setTimeout(() => {
+        if (pc === this.pc && pc.connectionState === "disconnected") this.reconnect("the connection dropped");
+      }, DISCONNECTED_GRACE_MS);
+    }
+  }
+
+  async reconnect(why) {
+    if (this.reconnecting || this.closed) return;
+    this.reconnecting = true;
+    this.reconnects = (this.reconnects || 0) + 1;
+    const resume = this.sessionId;
+    let lastError = why;
+    try {
+      for (let attempt = 0; attempt < RECONNECT_DELAYS_MS.length; attempt += 1) {
+        this.dropPeer();
+        const wait = RECONNECT_DELAYS_MS[attempt];
+        this.emit("onState", `reconnecting… (${why}; try ${attempt + 1} of ${RECONNECT_DELAYS_MS.length} in ${wait / 1000} s)`);
+        await new Promise((resolve) => setTimeout(resolve, wait));
+        if (this.closed) return;
+        try {
+          // The page's settings go along: used only when the server no longer has the call (past its window).
+          const settings = this.handlers.currentSettings ? this.handlers.currentSettings() : {};
+          await this.connect({ resume, settings });
+          if (this.closed) return;
+          if (await waitConnected(this.pc, ATTEMPT_TIMEOUT_MS)) {
+            const resumed = Boolean(this.lastAnswer && this.lastAnswer.resumed);
+            this.lastReconnect = { at: performance.now(), resumed, attempts: attempt + 1 };
+            this.emit("onState", resumed ? "reconnected: the call resumed (same prompt and seed)" : "reconnected (a new call)");
+            return;
+          }
+          lastError = "no connection";
+        } catch (err) {
+          if (err.status === 401 || err.status === 403) {
+            lastError = err.message;
+            break;
+          }
+          lastError = err.message || String(err);
+        }
+      }
+      this.stop(`gave up reconnecting after ${RECONNECT_DELAYS_MS.length} tries (${lastError}); press Start call to try again`);
+    } finally {
+      this.reconnecting = false;
+    }
+  }
+
+  /** Close the current peer connection but keep camera, mic and session id (the server keeps the call). */
+  dropPeer() {
+    this.stopPing();
+    const pc = this.pc;
+    this.pc = null;
+    if (this.channel) this.channel.close();
+    this.channel = null;
+    if (pc) pc.close();
   }
 
   onChannelMessage(data) {
@@ -210,6 +297,7 @@ export class Call {
   stop(reason = "call ended") {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.graceTimer);
     this.stopPing();
     this.hangUpOnServer(this.sessionId);
     this.sessionId = null;

@@ -11,11 +11,14 @@ import asyncio
 import json
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiortc import RTCSessionDescription
 from pydantic import ValidationError
 
+from server import ice, media_ports, resume
 from server.errors import json_error
 from server.session import Session
 from server.state import STATE, AppState
@@ -72,35 +75,38 @@ def admission(state: AppState) -> web.Response | None:
     return None
 
 
-async def offer(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    if request.content_type != "application/json":
-        return json_error(415, "unsupported_media_type", "send the offer as application/json")
-    limit = state.config.max_offer_bytes
-    if request.content_length is not None and request.content_length > limit:
-        return json_error(413, "too_large", f"an offer is at most {limit} bytes")
+async def start_session(
+    state: AppState,
+    sdp: str,
+    settings: Settings,
+    on_closed: Callable[[Session], None] | None = None,
+    resume_id: Any = None,
+) -> tuple[Session, RTCSessionDescription, bool]:
+    """Admit, build the call's pipeline on the device thread, answer the offer (the page's offer and WHIP's).
+
+    Raises OfferRefused with the response to send. A slot is reserved before any await and released on
+    every exit, so offers arriving together cannot overshoot `--max-sessions` or the measured capacity.
+    """
     refused = admission(state)
     if refused is not None:
-        return refused
-    state.reserved += 1  # before any await: offers arriving together cannot all pass the check
+        raise OfferRefused(refused)
+    state.reserved += 1
     try:
-        body = await request.read()
-        if len(body) > limit:
-            return json_error(413, "too_large", f"an offer is at most {limit} bytes")
-        try:
-            sdp, settings, _params = parse_offer(body)
-        except OfferRefused as exc:
-            return exc.response
+        lost = await resume.claim(state, resume_id)  # a rejoin takes over its lost call's state
+        if lost is not None:
+            settings = resume.settings_of(lost)
         try:
             pipeline = await state.workers.scheduler.run(lambda: state.new_pipeline(settings))
         except RuntimeError as exc:  # the device is shutting down
-            return json_error(503, "shutting_down", str(exc), headers={"Retry-After": "5"})
+            raise OfferRefused(json_error(503, "shutting_down", str(exc), headers={"Retry-After": "5"})) from None
         session = Session(
             state,
             pipeline,
-            on_closed=lambda s: state.sessions.pop(s.id, None),
+            on_closed=on_closed or (lambda s: state.sessions.pop(s.id, None)),
             connect_timeout_s=state.config.connect_timeout_s,
         )
+        if lost is not None:
+            resume.apply(lost, session)
         state.sessions[session.id] = session
     finally:
         state.reserved -= 1
@@ -108,11 +114,39 @@ async def offer(request: web.Request) -> web.Response:
         pipeline.set_engine(state.current_engine(), state.matting)
     try:
         answer = await session.accept(sdp)
+    except media_ports.MediaPortsExhausted as exc:
+        await session.close()
+        raise OfferRefused(
+            json_error(503, "no_media_ports", f"{exc}; try again later", headers={"Retry-After": "5"})
+        ) from None
     except Exception as exc:
         await session.close()
         log.info("refused offer: %r", exc)
-        return json_error(400, "bad_sdp", f"cannot use this offer: {exc or type(exc).__name__}")
-    return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": session.id})
+        raise OfferRefused(json_error(400, "bad_sdp", f"cannot use this offer: {exc or type(exc).__name__}")) from None
+    if lost is not None:
+        resume.after_accept(lost, session)
+    return session, answer, lost is not None
+
+
+async def offer(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if request.content_type != "application/json":
+        return json_error(415, "unsupported_media_type", "send the offer as application/json")
+    limit = state.config.max_offer_bytes
+    if request.content_length is not None and request.content_length > limit:
+        return json_error(413, "too_large", f"an offer is at most {limit} bytes")
+    refused = admission(state)  # before reading the body: a full server answers at once
+    if refused is not None:
+        return refused
+    body = await request.read()
+    if len(body) > limit:
+        return json_error(413, "too_large", f"an offer is at most {limit} bytes")
+    try:
+        sdp, settings, params = parse_offer(body)
+        session, answer, resumed = await start_session(state, sdp, settings, resume_id=params.get("resume"))
+    except OfferRefused as exc:
+        return exc.response
+    return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": session.id, "resumed": resumed})
 
 
 async def hang_up(request: web.Request) -> web.Response:
@@ -131,7 +165,9 @@ async def get_settings(request: web.Request) -> web.Response:
 
 
 async def get_ice(request: web.Request) -> web.Response:
-    return web.json_response({"iceServers": [{"urls": url} for url in request.app[STATE].config.ice_servers]})
+    """ICE servers (TURN credentials minted per request), the ICE policy and the video codec for the page."""
+    config = request.app[STATE].config
+    return web.json_response({**ice.from_config(config).api_body(), "videoCodec": config.video_codec})
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -1,0 +1,56 @@
+"""Network side of the per-second `stats` message: loss and round trip, so the page can show loss and recovery.
+
+`network.packets_lost_in`: camera packets that never arrived (after NACK retransmission); `network.remote`:
+what the viewer reports about our output (its loss fraction and the RTCP round trip). A lossy phone shows
+rising totals while the call keeps moving (NACK/RTX, PLI → keyframe).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiortc import RTCPeerConnection
+
+log = logging.getLogger(__name__)
+
+
+def _inbound_video(pc: RTCPeerConnection) -> tuple[int, int, int]:
+    """(packets received, packets lost, jitter) over every SSRC of the video receivers.
+
+    aiortc's getStats gives all SSRCs of a receiver one stats id, so the RTX stream hides the media
+    stream there; its per-SSRC counters are read directly instead (aiortc internals, monitoring only).
+    """
+    received = lost = jitter = 0
+    for receiver in pc.getReceivers():
+        if receiver.track is None or receiver.track.kind != "video":
+            continue
+        streams = getattr(receiver, "_RTCRtpReceiver__remote_streams", {}) or {}
+        for stream in streams.values():
+            received += int(getattr(stream, "packets_received", 0))
+            lost += max(0, int(getattr(stream, "packets_lost", 0)))
+            jitter = max(jitter, int(getattr(stream, "jitter", 0)))
+    return received, lost, jitter
+
+
+async def summary(pc: RTCPeerConnection) -> dict[str, Any]:
+    """Video loss both ways (cheap: counters aiortc already keeps)."""
+    try:
+        received, lost, jitter = _inbound_video(pc)
+    except Exception:  # numbers for a display: never let them stop the stats loop
+        log.debug("inbound stats unavailable", exc_info=True)
+        received = lost = jitter = 0
+    out: dict[str, Any] = {"packets_in": received, "packets_lost_in": lost, "jitter_in": jitter}
+    try:
+        report = await pc.getStats()
+    except Exception:  # a closing connection: no remote numbers this second
+        return out
+    for stats in report.values():
+        if stats.type == "remote-inbound-rtp" and getattr(stats, "kind", None) == "video":
+            rtt = stats.roundTripTime  # None until the first RTCP round trip
+            out["remote"] = {
+                "packets_lost": max(0, int(stats.packetsLost or 0)),
+                "fraction_lost": round(float(stats.fractionLost or 0.0), 4),
+                "round_trip_ms": round(float(rtt) * 1000.0, 1) if rtt is not None else None,
+            }
+    return out

@@ -1,0 +1,108 @@
+"""Calls that lost their connection are kept for `--resume-window` seconds, so a phone can rejoin.
+
+A phone switching from Wi-Fi to cellular loses its ICE path; aiortc does not do ICE restarts,
+so the page rejoins with a new offer carrying `resume: <session_id>`. The new call takes over
+the old one's settings (prompt, seed...), image prompt and utterance counter, and keeps its
+session id (MJPEG and WHEP viewers' URLs stay valid). The recurrent matting state and the
+stream-batch buffers start fresh: they describe frames of the lost connection.
+The old call may still look alive here (the server notices a dead path only after ~30 s of
+failed consent checks), so a resume also takes over a live session of that id.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from speakdraw.settings import Settings
+
+
+@dataclass
+class LostCall:
+    session_id: str
+    settings: dict[str, Any]
+    image_prompt: Any  # the engine's encoded image prompt, or None
+    next_utterance: int
+    lost_at: float
+
+
+def _next_utterance(session: Any) -> int:
+    """The speech segmenter's next utterance id (0 when the call had no speech)."""
+    segmenter = getattr(getattr(getattr(session, "audio", None), "transcriber", None), "_segmenter", None)
+    return int(getattr(segmenter, "_next_id", 0) or 0)
+
+
+def snapshot(session: Any, now: float | None = None) -> LostCall:
+    pipeline = session.pipeline
+    return LostCall(
+        session_id=session.id,
+        settings=pipeline.current.model_dump(),
+        image_prompt=pipeline.image_prompt,
+        next_utterance=_next_utterance(session),
+        lost_at=time.monotonic() if now is None else now,
+    )
+
+
+class ResumeStore:
+    """Lost calls by session id, each kept `window_s` seconds; bounded by `max_calls` (oldest dropped)."""
+
+    def __init__(self, window_s: float, max_calls: int = 64) -> None:
+        self.window_s = window_s
+        self.max_calls = max_calls
+        self._lost: dict[str, LostCall] = {}
+
+    def __len__(self) -> int:
+        self._expire()
+        return len(self._lost)
+
+    def _expire(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        for sid in [s for s, c in self._lost.items() if now - c.lost_at > self.window_s]:
+            del self._lost[sid]
+
+    def remember(self, session: Any) -> None:
+        """Keep a call whose connection failed (not one that hung up)."""
+        if self.window_s <= 0:
+            return
+        self._expire()
+        self._lost[session.id] = snapshot(session)
+        while len(self._lost) > self.max_calls:
+            del self._lost[next(iter(self._lost))]
+
+    def take(self, session_id: str, now: float | None = None) -> LostCall | None:
+        self._expire(now)
+        return self._lost.pop(session_id, None)
+
+
+async def claim(state: Any, session_id: Any) -> LostCall | None:
+    """What a `resume` offer takes over: a lost call in the window, or a live session of that id (closed here)."""
+    if not isinstance(session_id, str) or not session_id:
+        return None
+    store = state.resume_store
+    live = state.sessions.get(session_id)
+    if live is not None:
+        lost = snapshot(live)
+        live.resumed_away = True  # its close must not store it again
+        await live.close()
+        store.take(session_id)
+        return lost
+    return store.take(session_id)
+
+
+def apply(lost: LostCall, session: Any) -> None:
+    """Before the new session is registered: it takes the lost call's id and image prompt."""
+    session.id = lost.session_id
+    if lost.image_prompt is not None:
+        session.pipeline.adopt_image_prompt(lost.image_prompt)
+
+
+def after_accept(lost: LostCall, session: Any) -> None:
+    """After the offer is applied (the audio listener exists): utterance numbers continue."""
+    segmenter = getattr(getattr(getattr(session, "audio", None), "transcriber", None), "_segmenter", None)
+    if segmenter is not None and lost.next_utterance:
+        segmenter._next_id = lost.next_utterance
+
+
+def settings_of(lost: LostCall) -> Settings:
+    return Settings().updated(lost.settings)

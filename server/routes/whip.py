@@ -1,0 +1,217 @@
+"""WHIP ingest (RFC 9725) and WHEP playback, so OBS or any WHIP sender can feed a session and any WHEP player watch.
+
+- `POST /whip` (`application/sdp` offer) → `201`, answer SDP, `Location: /whip/{session_id}`. The call runs
+  with default settings, or `?settings=<JSON>`. `DELETE /whip/{session_id}` ends it and its WHEP viewers.
+- `POST /whep/{session_id}` (recvonly offer) → `201`, answer, `Location: /whep/{session_id}/{viewer}`;
+  `DELETE` that location ends the viewer. Any session can be watched (a page call or a WHIP one).
+The token goes as `Authorization: Bearer` (server/auth.py checks these paths like `/api/*`); errors are
+the JSON errors. Non-trickle: answers carry every candidate, PATCH (trickle/restart) answers 405.
+A viewer gets the session's output frames through `TransformedVideoTrack.listeners` (as MJPEG does), so
+viewers never take frames from the call itself; a WHIP session has no sender of its own to pull
+them, so a pump task does. Each viewer's encoder starts with a keyframe, and PLI/FIR get one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+
+from aiohttp import web
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+from av import VideoFrame
+from pydantic import ValidationError
+
+from server import codecs, ice, media_ports
+from server.errors import json_error
+from server.mailbox import Mailbox
+from server.routes.sessions import OfferRefused, start_session
+from server.session import Session
+from server.state import STATE
+from server.tracks import OutFrame
+from speakdraw.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SDP_TYPE = "application/sdp"
+VIEWERS = web.AppKey("whep_viewers", dict)  # session_id -> {viewer_id: WhepViewer}
+MAX_VIEWERS_PER_SESSION = 8
+FIRST_FRAME_TIMEOUT_S = 30.0
+
+
+class RelayTrack(MediaStreamTrack):
+    """A viewer's copy of a session's output: newest frame wins (1-slot mailbox), ends with the session."""
+
+    kind = "video"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inbox: Mailbox[VideoFrame | None] = Mailbox()
+
+    def offer_frame(self, out: OutFrame) -> None:
+        self.inbox.put(out.frame)
+
+    def end(self) -> None:
+        self.inbox.put(None)
+
+    async def recv(self) -> VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        frame = await self.inbox.get()
+        if frame is None:
+            self.stop()
+            raise MediaStreamError
+        return frame
+
+
+class WhepViewer:
+    def __init__(self, session: Session, pc: RTCPeerConnection, track: RelayTrack) -> None:
+        self.id = uuid.uuid4().hex
+        self.session = session
+        self.pc = pc
+        self.track = track
+
+    async def close(self) -> None:
+        listeners = self.session.output_track.listeners if self.session.output_track is not None else []
+        if self.track.offer_frame in listeners:
+            listeners.remove(self.track.offer_frame)
+        self.track.end()
+        await ice.close_peer(self.pc)
+
+
+async def _read_sdp(request: web.Request) -> str | web.Response:
+    if request.content_type != SDP_TYPE:
+        return json_error(415, "unsupported_media_type", f"send the offer as {SDP_TYPE}")
+    limit = request.app[STATE].config.max_offer_bytes
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        return json_error(413, "too_large", f"an offer is at most {limit} bytes")
+    try:
+        sdp = body.decode()
+    except UnicodeDecodeError:
+        return json_error(400, "bad_sdp", "the offer is not UTF-8 text")
+    if not sdp.startswith("v=0"):
+        return json_error(400, "bad_sdp", "the body is not an SDP offer (it must start with v=0)")
+    return sdp
+
+
+def _sdp_created(sdp: str, location: str) -> web.Response:
+    return web.Response(status=201, text=sdp, content_type=SDP_TYPE, headers={"Location": location})
+
+
+async def _pump(session: Session) -> None:
+    """A WHIP call has no WebRTC sender pulling its output: pull it here so listeners (WHEP, MJPEG) see it."""
+    with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
+        while session.output_track is not None:
+            await session.output_track.recv()
+
+
+async def whip_post(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    sdp = await _read_sdp(request)
+    if isinstance(sdp, web.Response):
+        return sdp
+    try:
+        settings = Settings().updated(json.loads(request.query.get("settings") or "{}"))
+    except (ValidationError, TypeError, ValueError, RecursionError) as exc:
+        return json_error(400, "invalid_settings", str(exc))
+    try:
+        session, answer, _ = await start_session(
+            state, sdp, settings, on_closed=lambda s: _session_closed(request.app, state, s)
+        )
+    except OfferRefused as exc:
+        return exc.response
+    session._spawn(_pump(session))
+    return _sdp_created(answer.sdp, f"/whip/{session.id}")
+
+
+def _session_closed(app: web.Application, state, session: Session) -> None:
+    state.sessions.pop(session.id, None)
+    for viewer in list(app[VIEWERS].pop(session.id, {}).values()):
+        asyncio.ensure_future(viewer.close())
+
+
+async def whip_delete(request: web.Request) -> web.Response:
+    session = request.app[STATE].sessions.get(request.match_info["id"])
+    if session is None:
+        return json_error(404, "unknown_session", "no such WHIP session")
+    await session.close()
+    return web.Response(status=200)
+
+
+async def whep_post(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    session = state.sessions.get(request.match_info["session_id"])
+    if session is None:
+        return json_error(404, "unknown_session", "no such session")
+    sdp = await _read_sdp(request)
+    if isinstance(sdp, web.Response):
+        return sdp
+    viewers = request.app[VIEWERS].setdefault(session.id, {})
+    if len(viewers) >= MAX_VIEWERS_PER_SESSION:
+        return json_error(503, "too_many_viewers", "this session has its maximum of viewers", {"Retry-After": "10"})
+    if session.output_track is None:
+        return json_error(409, "no_output", "this session has no video output yet")
+    pc = RTCPeerConnection(ice.from_config(state.config).rtc_configuration())
+    Session._peer_connections.add(pc)
+    track = RelayTrack()
+    codecs.prepare(pc, state.config.video_codec)
+    pc.addTrack(track)
+    viewer = WhepViewer(session, pc, track)
+
+    @pc.on("connectionstatechange")
+    async def on_state() -> None:
+        if pc.connectionState == "connected":
+            codecs.request_keyframe(pc)
+        if pc.connectionState in ("failed", "closed"):
+            viewers.pop(viewer.id, None)
+            await viewer.close()
+
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+    except media_ports.MediaPortsExhausted as exc:
+        await pc.close()
+        return json_error(503, "no_media_ports", str(exc), headers={"Retry-After": "5"})
+    except Exception as exc:
+        await pc.close()
+        return json_error(400, "bad_sdp", f"cannot use this offer: {exc or type(exc).__name__}")
+    if session.closed.is_set():
+        await pc.close()
+        return json_error(404, "unknown_session", "the session ended")
+    viewers[viewer.id] = viewer
+    session.output_track.listeners.append(track.offer_frame)
+    return _sdp_created(pc.localDescription.sdp, f"/whep/{session.id}/{viewer.id}")
+
+
+async def whep_delete(request: web.Request) -> web.Response:
+    viewers = request.app[VIEWERS].get(request.match_info["session_id"], {})
+    viewer = viewers.pop(request.match_info["viewer"], None)
+    if viewer is None:
+        return json_error(404, "unknown_viewer", "no such WHEP viewer")
+    await viewer.close()
+    return web.Response(status=200)
+
+
+async def _patch(request: web.Request) -> web.Response:
+    return json_error(405, "method_not_allowed", "trickle ICE and ICE restarts are not supported: send a new offer")
+
+
+async def _close_viewers(app: web.Application) -> None:
+    viewers = [v for per in app[VIEWERS].values() for v in per.values()]
+    app[VIEWERS].clear()
+    await asyncio.gather(*(v.close() for v in viewers), return_exceptions=True)
+
+
+def setup(app: web.Application) -> None:
+    app[VIEWERS] = {}
+    app.router.add_post("/whip", whip_post)
+    app.router.add_delete("/whip/{id}", whip_delete)
+    app.router.add_patch("/whip/{id}", _patch)
+    app.router.add_post("/whep/{session_id}", whep_post)
+    app.router.add_delete("/whep/{session_id}/{viewer}", whep_delete)
+    app.router.add_patch("/whep/{session_id}/{viewer}", _patch)
+    app.on_shutdown.append(_close_viewers)
