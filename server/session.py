@@ -121,10 +121,8 @@ class Session:
             log.info("session %s: connection %s", self.id[:8], pc.connectionState)
             if pc.connectionState == "connected":
                 codecs.request_keyframe(pc)  # a new or resumed viewer starts on a keyframe
-            if pc.connectionState in ("failed", "closed") and not self.resumed_away and not self._closing:
-                self.state.resume_store.remember(self)  # kept for --resume-window s
             if pc.connectionState in ("failed", "closed"):
-                await self.close()
+                await self.close(lost=True)
 
     async def _audio(self, track: MediaStreamTrack) -> None:
         """Read the mic until speech is loaded (it may still be loading when the call joins), then hand
@@ -178,15 +176,15 @@ class Session:
             return
         await self.processor.ended.wait()
         log.info("session %s: camera track ended, closing", self.id[:8])
-        self._spawn_close()
+        self._spawn_close(lost=True)
 
     async def _connected(self) -> None:
         while self.pc.connectionState != "connected":
             await asyncio.sleep(0.1)
 
-    def _spawn_close(self) -> None:
+    def _spawn_close(self, lost: bool = False) -> None:
         # not self._spawn: close() cancels the session's own tasks
-        asyncio.get_running_loop().create_task(self.close())
+        asyncio.get_running_loop().create_task(self.close(lost=lost))
 
     def models_ready(self) -> None:
         """The models finished loading: switch at the next frame, and say so."""
@@ -310,12 +308,20 @@ class Session:
             self.send(message)
 
     # ---- teardown ---------------------------------------------------------------------
-    async def close(self) -> None:
-        """Teardown in a fixed order; a step that fails is logged and the next one still runs."""
+    async def close(self, lost: bool = False) -> None:
+        """Teardown in a fixed order; a step that fails is logged and the next one still runs.
+
+        `lost`: the connection went away without a hang-up (failed, closed, the camera track ended): the call's
+        state is kept for `--resume-window` seconds so the page can rejoin it (server/resume.py)."""
         if self._closing:
             await self.closed.wait()
             return
         self._closing = True
+        if lost and not self.resumed_away:
+            try:
+                self.state.resume_store.remember(self)
+            except Exception:
+                log.exception("session %s: could not keep it for a resume", self.id[:8])
         try:
             for step in (
                 self._stop_video,
