@@ -81,10 +81,11 @@ class AppState:
         if config.stt != "off":  # speech: Whisper + Silero VAD, one shared speech thread (server/call_speech.py)
             try:
                 from server.call_speech import load_speech, speech_listener_factory
+                from speakdraw.speech import SpeechWorker
 
                 stt, vad = load_speech(config.stt, config.stt_model, config.device)
                 self.stt = stt
-                self.audio_listener_factory = speech_listener_factory(stt, vad)
+                self.audio_listener_factory = speech_listener_factory(stt, vad, SpeechWorker())
             except Exception as exc:
                 self.warnings.append(f"speech-to-text unavailable, the call audio is not transcribed: {exc}")
                 log.warning("speech-to-text unavailable: %s", exc)
@@ -215,6 +216,8 @@ async def _close_sessions(app: web.Application) -> None:
 async def _stop_workers(app: web.Application) -> None:
     state = app[STATE]
     state.video_executor.shutdown(wait=False, cancel_futures=True)
+    if state.audio_listener_factory is not None:  # the speech thread (server/call_speech.py)
+        await asyncio.get_running_loop().run_in_executor(None, state.audio_listener_factory.close)
 
 
 def create_app(config: ServerConfig, *, load_models: bool = True) -> web.Application:

@@ -1,13 +1,17 @@
 """The call's microphone → live transcripts: read the aiortc audio track, feed the Transcriber.
 
 `AudioListener` is an asyncio task that awaits `track.recv()` continuously (so aiortc's
-own frame queue never grows), resamples each frame to 16 kHz mono int16 with PyAV and
-hands it to `speakdraw.speech.Transcriber.feed`, which only appends to a bounded
-buffer: no model code ever runs on the event loop. The transcriber reports from the
+own frame queue never grows), converts each frame to 16 kHz mono float32 with the
+server's one PCM path (`server/pcm.py`) and hands it to `Transcriber.feed`, which only
+appends to a bounded buffer: no model code ever runs on the event loop. The transcriber reports from the
 shared speech thread; the listener hops each event back onto the loop with
 `call_soon_threadsafe` and gives it to `on_event` (a callable or a coroutine function).
 
-`speech_listener_factory(...)` is what `AppState.audio_listener_factory` holds: it
+If anything in that chain raises, the listener logs it once and switches to draining:
+it goes on reading (and discarding) the track until it ends, so aiortc's queue stays
+bounded, and the call goes on without speech.
+
+`speech_listener_factory(stt, vad, worker)` is what `AppState.audio_listener_factory` holds: it
 builds one listener per session whose events go out as `transcript` messages and
 whose finals become settings changes (spoken commands) or the prompt
 (`apply_transcript`).
@@ -21,10 +25,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import av
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
+from server.pcm import SPEECH_RATE, PcmConverter
 from speakdraw.speech import (
     SileroVAD,
     SpeechToText,
@@ -32,7 +36,6 @@ from speakdraw.speech import (
     Transcriber,
     TranscriberOptions,
     TranscriptEvent,
-    default_worker,
     interpret,
     load_stt,
 )
@@ -57,6 +60,7 @@ class AudioListener:
         self._task: asyncio.Task | None = None
         self._pending: set[asyncio.Task] = set()
         self._stopping = False
+        self.failed = False  # the consumer raised: speech is off, the track is only drained
 
     def attach(self, transcriber: Transcriber) -> None:
         self.transcriber = transcriber
@@ -78,23 +82,33 @@ class AudioListener:
         await asyncio.gather(*self._pending, return_exceptions=True)
 
     async def _run(self) -> None:
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
+        converter = PcmConverter()
         try:
             while True:
                 frame = await self.track.recv()
                 self.frames += 1
-                for out in resampler.resample(frame):
-                    pcm = out.to_ndarray().reshape(-1)
-                    self.seconds += len(pcm) / 16000
-                    if self.transcriber is not None:
-                        self.transcriber.feed(pcm)
+                pcm = converter.convert(frame)
+                self.seconds += len(pcm) / SPEECH_RATE
+                if self.transcriber is not None and len(pcm):
+                    self.transcriber.feed(pcm)
         except MediaStreamError:  # the track ended: the last utterance still gets its final
             if self.transcriber is not None and not self._stopping:
                 self.transcriber.flush()
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("audio listener failed; speech is off for this call")
+            self.failed = True
+            log.exception("audio listener failed; speech is off for this call, the track is drained")
+            await self._drain()
+
+    async def _drain(self) -> None:
+        """Read and discard until the track ends: an unread track's queue in aiortc grows without bound."""
+        try:
+            while True:
+                await self.track.recv()
+                self.frames += 1
+        except MediaStreamError:
+            pass
 
     # called on the speech thread
     def deliver(self, event: TranscriptEvent) -> None:
@@ -157,22 +171,43 @@ def apply_transcript(session: Any, event: TranscriptEvent) -> None:
         session.send({"type": "settings", "settings": current})
 
 
+class SpeechListenerFactory:
+    """`factory(session, track) -> AudioListener` for `AppState.audio_listener_factory`.
+
+    It holds no thread of its own: `worker` (the one speech thread, owned by the server)
+    is kept as an attribute so the app can `close()` it on shutdown.
+    """
+
+    def __init__(
+        self,
+        stt: SpeechToText,
+        vad: SileroVAD,
+        worker: SpeechWorker,
+        options: TranscriberOptions | None = None,
+        on_event: Callable[[Any, TranscriptEvent], Any] = apply_transcript,
+    ) -> None:
+        self.stt, self.vad, self.worker, self.options, self.on_event = stt, vad, worker, options, on_event
+
+    def __call__(self, session: Any, track: MediaStreamTrack) -> AudioListener:
+        on_event = self.on_event
+        listener = AudioListener(track, None, lambda event: on_event(session, event))
+        listener.attach(Transcriber(self.stt, self.vad, listener.deliver, worker=self.worker, options=self.options))
+        return listener
+
+    def close(self) -> None:
+        """Stop the speech thread (joins it; a transcription in progress finishes first)."""
+        self.worker.close()
+
+
 def speech_listener_factory(
     stt: SpeechToText,
     vad: SileroVAD,
-    worker: SpeechWorker | None = None,
+    worker: SpeechWorker,
     options: TranscriberOptions | None = None,
     on_event: Callable[[Any, TranscriptEvent], Any] = apply_transcript,
-) -> Callable[[Any, MediaStreamTrack], AudioListener]:
-    """`factory(session, track) -> AudioListener` for `AppState.audio_listener_factory`."""
-    worker = worker or default_worker()
-
-    def factory(session: Any, track: MediaStreamTrack) -> AudioListener:
-        listener = AudioListener(track, None, lambda event: on_event(session, event))
-        listener.attach(Transcriber(stt, vad, listener.deliver, worker=worker, options=options))
-        return listener
-
-    return factory
+) -> SpeechListenerFactory:
+    """The per-session listener factory; `worker` is the caller's speech thread (`.worker` on the result)."""
+    return SpeechListenerFactory(stt, vad, worker, options, on_event)
 
 
 def load_speech(kind: str, model: str | None, device: str = "auto") -> tuple[SpeechToText | None, SileroVAD | None]:

@@ -4,8 +4,8 @@ The body is a multipart form with a `file` field, or the raw file. It is read in
 chunks and refused (413) as soon as it passes the upload limit
 (`config.max_upload_bytes`, default 10 MB) — never buffered whole first. PyAV
 decodes whatever FFmpeg can (wav, ogg/opus, webm, mp3, flac, m4a...) to 16 kHz mono;
-decoding and Whisper both run in the default executor, never on the event loop, and
-the STT model is shared (and serialised) with the live calls.
+decoding (`server/pcm.py`, the server's one PCM path) and Whisper both run in the
+default executor, never on the event loop, and the STT model is shared (and serialised) with the live calls.
 
 Response: `{"text", "language", "duration_s", "latency_s", "segments": [...]}`.
 Errors: 400 `empty_file` / `empty_audio`, 413 `too_large` / `too_long`, 415
@@ -15,60 +15,19 @@ Errors: 400 `empty_file` / `empty_audio`, 413 `too_large` / `too_long`, 415
 from __future__ import annotations
 
 import asyncio
-import io
 import time
 from typing import Any
 
-import av
-import numpy as np
 from aiohttp import web
 
 from server.errors import json_error
 from server.keys import CONFIG, STT
+from server.pcm import NotAudio, TooLong, decode_audio
 from server.uploads import Refused, read_upload
 from speakdraw.speech.guard import rejection
 from speakdraw.speech.stt import SpeechToText, Transcript
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
-MAX_DURATION_S = 600.0
-
-
-class NotAudio(Exception):
-    pass
-
-
-class TooLong(Exception):
-    pass
-
-
-def decode_audio(data: bytes, max_duration_s: float = MAX_DURATION_S) -> np.ndarray:
-    """Any FFmpeg-readable audio → float32 mono 16 kHz. Raises NotAudio / TooLong."""
-    try:
-        container = av.open(io.BytesIO(data), mode="r")
-    except (av.FFmpegError, ValueError, OSError) as exc:
-        raise NotAudio(f"not a readable audio file ({type(exc).__name__})") from exc
-    with container:
-        if not container.streams.audio:
-            raise NotAudio("the file has no audio stream")
-        stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=16000)
-        chunks: list[np.ndarray] = []
-        total = 0
-        try:
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    chunk = out.to_ndarray().reshape(-1)
-                    chunks.append(chunk)
-                    total += len(chunk)
-                if total > max_duration_s * 16000:
-                    raise TooLong(f"audio longer than {max_duration_s:g} s")
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
-        except (av.FFmpegError, ValueError) as exc:
-            if not chunks:
-                raise NotAudio(f"cannot decode the audio ({type(exc).__name__})") from exc
-            # a truncated file: keep what decoded
-    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
 
 
 def _find_stt(app: web.Application) -> SpeechToText | None:

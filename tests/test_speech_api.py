@@ -12,7 +12,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
 from server.keys import CONFIG, STT
-from server.transcribe import decode_audio, transcribe_handler
+from server.pcm import decode_audio
+from server.transcribe import transcribe_handler
 from tests.speechdata import SENTENCES, encode, espeak, have_espeak, silence, wer, write_wav
 
 pytestmark = [

@@ -35,7 +35,7 @@ class SegmenterOptions:
 
 
 @dataclass
-class Segment:
+class UtteranceEvent:
     """What `push` reports: `kind` is 'start', 'end' (audio = the utterance) or 'discard'."""
 
     kind: str
@@ -82,7 +82,7 @@ class UtteranceSegmenter:
     def current_samples(self) -> int:
         return len(self._audio) * WINDOW
 
-    def push(self, window: np.ndarray, prob: float) -> list[Segment]:
+    def push(self, window: np.ndarray, prob: float) -> list[UtteranceEvent]:
         """One 512-sample window and its speech probability → what happened."""
         o = self.options
         if not self._speaking:
@@ -94,7 +94,7 @@ class UtteranceSegmenter:
                 self._pre_roll.clear()
                 self._silence_run = 0
                 self._voiced = 1
-                return [Segment("start", self.utterance)]
+                return [UtteranceEvent("start", self.utterance)]
             self._pre_roll.append(window)
             return []
         self._audio.append(window)
@@ -108,13 +108,13 @@ class UtteranceSegmenter:
             return [self._finish(0, "max_length")]
         return []
 
-    def flush(self) -> list[Segment]:
+    def flush(self) -> list[UtteranceEvent]:
         """End the current utterance now (the stream stopped)."""
         if not self._speaking:
             return []
         return [self._finish(max(0, self._silence_run - _windows(self.options.post_roll_ms)), "flush")]
 
-    def _finish(self, trim_windows: int, reason: str) -> Segment:
+    def _finish(self, trim_windows: int, reason: str) -> UtteranceEvent:
         audio = self._audio[: len(self._audio) - trim_windows] if trim_windows else self._audio
         speech_s = self.speech_s
         self._speaking = False
@@ -122,5 +122,5 @@ class UtteranceSegmenter:
         self._silence_run = 0
         self._voiced = 0
         if speech_s * 1000.0 < self.options.min_speech_ms:
-            return Segment("discard", self.utterance, speech_s=speech_s, reason="too_short")
-        return Segment("end", self.utterance, np.concatenate(audio), speech_s=speech_s, reason=reason)
+            return UtteranceEvent("discard", self.utterance, speech_s=speech_s, reason="too_short")
+        return UtteranceEvent("end", self.utterance, np.concatenate(audio), speech_s=speech_s, reason=reason)

@@ -38,7 +38,9 @@ class STTUnavailable(RuntimeError):
 
 
 @dataclass
-class Segment:
+class TextSegment:
+    """One decoded stretch of text with Whisper's scores (not an utterance: see segmenter.UtteranceEvent)."""
+
     text: str
     start: float
     end: float
@@ -57,11 +59,13 @@ class Transcript:
     no_speech_prob: float = 0.0
     avg_logprob: float = 0.0
     compression_ratio: float = 1.0
-    segments: list[Segment] = field(default_factory=list)
+    segments: list[TextSegment] = field(default_factory=list)
     elapsed_s: float = 0.0
 
     @classmethod
-    def from_segments(cls, segments: list[Segment], language: str, duration_s: float, elapsed_s: float) -> Transcript:
+    def from_segments(
+        cls, segments: list[TextSegment], language: str, duration_s: float, elapsed_s: float
+    ) -> Transcript:
         text = " ".join(s.text.strip() for s in segments if s.text.strip())
         if not segments:
             return cls("", language, duration_s, elapsed_s=elapsed_s)
@@ -151,7 +155,7 @@ class FasterWhisperSTT:
                 vad_filter=False,  # our own VAD already cut the utterance
             )
             segs = [
-                Segment(s.text, s.start, s.end, s.no_speech_prob, s.avg_logprob, s.compression_ratio)
+                TextSegment(s.text, s.start, s.end, s.no_speech_prob, s.avg_logprob, s.compression_ratio)
                 for s in segments  # a generator: decoding happens here, inside the lock
             ]
             elapsed = time.perf_counter() - start
@@ -198,7 +202,7 @@ class OpenAIWhisperSTT:
             )
             elapsed = time.perf_counter() - start
         segs = [
-            Segment(s["text"], s["start"], s["end"], s["no_speech_prob"], s["avg_logprob"], s["compression_ratio"])
+            TextSegment(s["text"], s["start"], s["end"], s["no_speech_prob"], s["avg_logprob"], s["compression_ratio"])
             for s in result.get("segments", [])
         ]
         return Transcript.from_segments(segs, result.get("language") or "", len(audio) / SAMPLE_RATE, elapsed)

@@ -22,7 +22,6 @@ and counted (`stats["dropped_s"]`): live speech matters more than old speech.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import threading
 import time
@@ -67,7 +66,12 @@ class TranscriberOptions:
 
 
 class SpeechWorker:
-    """One daemon thread that serves every Transcriber in turn (round-robin, one drain each)."""
+    """One thread that serves every Transcriber in turn (round-robin, one drain each).
+
+    Its owner creates it and calls `close()` on shutdown: `close()` lets a transcription
+    in progress finish and joins the thread (a thread killed inside CTranslate2 at
+    interpreter exit aborts the process). There is no process-wide default.
+    """
 
     def __init__(self, name: str = "speakdraw-speech") -> None:
         self.name = name
@@ -109,25 +113,13 @@ class SpeechWorker:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
+    def close(self, timeout: float | None = 5.0) -> None:
+        """Same as `stop()`: the name the server's worker registry calls."""
+        self.stop(timeout)
+
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
-
-
-_default_worker: SpeechWorker | None = None
-_default_lock = threading.Lock()
-
-
-def default_worker() -> SpeechWorker:
-    """The process-wide speech thread (started on first use)."""
-    global _default_worker
-    with _default_lock:
-        if _default_worker is None or _default_worker._stopped:
-            _default_worker = SpeechWorker()
-            # Let a running transcription finish before the interpreter tears down (a daemon
-            # thread killed inside CTranslate2 aborts the process).
-            atexit.register(_default_worker.stop)
-        return _default_worker
 
 
 class Transcriber:
@@ -139,13 +131,13 @@ class Transcriber:
         vad: SileroVAD,
         on_event: Callable[[TranscriptEvent], None],
         *,
-        worker: SpeechWorker | None = None,
+        worker: SpeechWorker,
         options: TranscriberOptions | None = None,
     ) -> None:
         self.stt = stt
         self.on_event = on_event
         self.options = options or TranscriberOptions()
-        self.worker = worker or default_worker()
+        self.worker = worker  # the caller owns the thread (server/workers.py, a test, a notebook)
         self._vad = vad.stream()
         self._segmenter = UtteranceSegmenter(self.options.segmenter)
         self._lock = threading.Lock()
