@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +43,8 @@ from speakdraw.speech import (
 
 log = logging.getLogger(__name__)
 
+DROPPED_NOTICE_EVERY_S = 10.0
+
 
 class AudioListener:
     def __init__(
@@ -49,6 +52,8 @@ class AudioListener:
         track: MediaStreamTrack,
         transcriber: Transcriber | None,
         on_event: Callable[[TranscriptEvent], Any] | None = None,
+        observer: Any = None,
+        notify: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         """`transcriber=None` builds nothing yet: use `attach()` (the factory needs `self.deliver` first)."""
         self.track = track
@@ -61,6 +66,11 @@ class AudioListener:
         self._pending: set[asyncio.Task] = set()
         self._stopping = False
         self.failed = False  # the consumer raised: speech is off, the track is only drained
+        self.observer = observer  # server.metrics.Metrics (speech_final, speech_dropped), when set up
+        self.notify = notify  # sends a control message to the caller (dropped-audio notices)
+        self.last_speech_ms: dict[str, float] = {}  # stage times of the newest final
+        self._dropped_s = 0.0  # dropped audio already reported
+        self._dropped_told_at = float("-inf")
 
     def attach(self, transcriber: Transcriber) -> None:
         self.transcriber = transcriber
@@ -91,6 +101,8 @@ class AudioListener:
                 self.seconds += len(pcm) / SPEECH_RATE
                 if self.transcriber is not None and len(pcm):
                     self.transcriber.feed(pcm)
+                    if self.transcriber.stats["dropped_s"] > self._dropped_s:
+                        self._report_dropped()
         except MediaStreamError:  # the track ended: the last utterance still gets its final
             if self.transcriber is not None and not self._stopping:
                 self.transcriber.flush()
@@ -100,6 +112,23 @@ class AudioListener:
             self.failed = True
             log.exception("audio listener failed; speech is off for this call, the track is drained")
             await self._drain()
+
+    def _report_dropped(self) -> None:
+        """Live audio the speech thread could not keep up with: count it, tell the caller (at most every 10 s)."""
+        total = self.transcriber.stats["dropped_s"]
+        if self.observer is not None and hasattr(self.observer, "speech_dropped"):
+            self.observer.speech_dropped(total - self._dropped_s)
+        self._dropped_s = total
+        now = time.monotonic()
+        if self.notify is not None and now - self._dropped_told_at >= DROPPED_NOTICE_EVERY_S:
+            self._dropped_told_at = now
+            self.notify(
+                {
+                    "type": "error",
+                    "code": "speech_dropped",
+                    "message": f"speech recognition fell behind: {total:.1f} s of your audio was skipped so far",
+                }
+            )
 
     async def _drain(self) -> None:
         """Read and discard until the track ends: an unread track's queue in aiortc grows without bound."""
@@ -132,6 +161,22 @@ class AudioListener:
             task = asyncio.ensure_future(result)
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
+        if event.final and event.revision == 0 and event.stages:
+            self._record_stages(event)
+
+    def _record_stages(self, event: TranscriptEvent) -> None:
+        """Stage times of one final (ms): eos, wait, decode from the speech thread; send = reported → sent."""
+        stages = dict(event.stages)
+        stages["send"] = max(0.0, time.monotonic() - event.emitted_at) * 1000.0
+        stages["total"] = event.latency_s * 1000.0 + stages["send"]
+        self.last_speech_ms = {k: round(v, 1) for k, v in stages.items()}
+        if self.observer is not None and hasattr(self.observer, "speech_final"):
+            self.observer.speech_final(stages)
+
+    def speech_stats(self) -> dict[str, Any]:
+        """What the session's `stats` message adds: the newest final's stage times, audio dropped."""
+        dropped = self.transcriber.stats["dropped_s"] if self.transcriber is not None else 0.0
+        return {"speech_ms": dict(self.last_speech_ms), "speech_dropped_s": round(dropped, 2)}
 
     def stats(self) -> dict[str, float]:
         out = {"audio_frames": self.frames, "audio_s": round(self.seconds, 3)}
@@ -146,12 +191,15 @@ def apply_transcript(session: Any, event: TranscriptEvent) -> None:
     `session` needs `send(dict)`, `update_settings(partial) -> dict` and
     `pipeline.current` (server.session.Session has all three). A command is echoed as
     `{"type":"command","command","description","changes"}`; any change is followed by
-    the usual `{"type":"settings","settings":{...}}`.
+    the usual `{"type":"settings","settings":{...}}`. A correction (`revised`) of an
+    utterance's final updates the prompt only.
     """
     session.send(event.message())
     if not event.final or not event.text.strip():
         return
     result = interpret(event.text, session.pipeline.current)
+    if event.revision and result.kind != "prompt":
+        return  # a correction only ever fixes the prompt: a command is never applied twice
     if result.kind == "command":
         session.send(
             {
@@ -190,7 +238,10 @@ class SpeechListenerFactory:
 
     def __call__(self, session: Any, track: MediaStreamTrack) -> AudioListener:
         on_event = self.on_event
-        listener = AudioListener(track, None, lambda event: on_event(session, event))
+        observer = getattr(getattr(session, "state", None), "observer", None)  # server.metrics, when set up
+        listener = AudioListener(
+            track, None, lambda event: on_event(session, event), observer, getattr(session, "send", None)
+        )
         listener.attach(Transcriber(self.stt, self.vad, listener.deliver, worker=self.worker, options=self.options))
         return listener
 

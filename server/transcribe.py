@@ -7,27 +7,40 @@ decodes whatever FFmpeg can (wav, ogg/opus, webm, mp3, flac, m4a...) to 16 kHz m
 decoding (`server/pcm.py`, the server's one PCM path) and Whisper both run in the
 default executor, never on the event loop, and the STT model is shared (and serialised) with the live calls.
 
+Live speech has priority: an upload transcribes as background work (`background=True`:
+it waits while a call's speech waits, and gives the model back after each 30 s
+window). Uploads are capped: `UPLOADS_AT_ONCE` (2) in progress — one transcribing,
+one waiting — per app; one more gets 429 `busy` with `Retry-After`. Audio is at most
+`config.max_transcribe_s` (default 600 s) long.
+
 Response: `{"text", "language", "duration_s", "latency_s", "segments": [...]}`.
 Errors: 400 `empty_file` / `empty_audio`, 413 `too_large` / `too_long`, 415
-`unsupported_media_type` (not audio), 503 `stt_unavailable` (`--stt off`).
+`unsupported_media_type` (not audio), 429 `busy`, 503 `stt_unavailable` (`--stt off`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+import weakref
 from typing import Any
 
 from aiohttp import web
 
 from server.errors import json_error
 from server.keys import CONFIG, STT
-from server.pcm import NotAudio, TooLong, decode_audio
+from server.pcm import MAX_DURATION_S, NotAudio, TooLong, decode_audio
 from server.uploads import Refused, read_upload
 from speakdraw.speech.guard import rejection
 from speakdraw.speech.stt import SpeechToText, Transcript
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+UPLOADS_AT_ONCE = 2  # one transcribing, one queued behind it
+RETRY_AFTER_S = 10
+
+# Uploads in progress per app (weak: an app that is gone takes its count with it).
+_in_progress: weakref.WeakKeyDictionary[web.Application, int] = weakref.WeakKeyDictionary()
 
 
 def _find_stt(app: web.Application) -> SpeechToText | None:
@@ -61,6 +74,19 @@ async def transcribe_handler(request: web.Request) -> web.Response:
     stt = _find_stt(request.app)
     if stt is None:
         return json_error(503, "stt_unavailable", "speech-to-text is off or still loading on this server")
+    app = request.app
+    if _in_progress.get(app, 0) >= UPLOADS_AT_ONCE:
+        response = json_error(429, "busy", f"{UPLOADS_AT_ONCE} transcriptions are already in progress; retry later")
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response
+    _in_progress[app] = _in_progress.get(app, 0) + 1
+    try:
+        return await _transcribe(request, stt, limit, float(getattr(config, "max_transcribe_s", MAX_DURATION_S)))
+    finally:
+        _in_progress[app] -= 1
+
+
+async def _transcribe(request: web.Request, stt: SpeechToText, limit: int, max_s: float) -> web.Response:
     try:
         data = await read_upload(request, limit, "an audio file")
     except Refused as exc:
@@ -70,7 +96,7 @@ async def transcribe_handler(request: web.Request) -> web.Response:
     start = time.perf_counter()
     loop = asyncio.get_running_loop()
     try:
-        audio = await loop.run_in_executor(None, decode_audio, data)
+        audio = await loop.run_in_executor(None, decode_audio, data, max_s)
     except NotAudio as exc:
         return json_error(415, "unsupported_media_type", f"{exc}; send wav, ogg/opus, webm or mp3")
     except TooLong as exc:
@@ -78,7 +104,7 @@ async def transcribe_handler(request: web.Request) -> web.Response:
     if len(audio) < 160:  # under 10 ms
         return json_error(400, "empty_audio", "the file holds no audio samples")
     try:
-        transcript = await loop.run_in_executor(None, stt.transcribe, audio)
+        transcript = await loop.run_in_executor(None, functools.partial(stt.transcribe, audio, background=True))
     except Exception as exc:  # a model failure is the server's fault, but must not look like a crash
         return json_error(500, "stt_failed", f"transcription failed: {type(exc).__name__}: {exc}")
     segments = _keep(transcript)

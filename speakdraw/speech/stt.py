@@ -9,16 +9,22 @@ Transcript`. Two engines:
 - `openai-whisper`: the reference PyTorch implementation. `model` is a `.pt` path or a
   size name (registry `openai-whisper-<size>`, else whisper's own download).
 
-Both serialise calls with a lock: the per-call speech worker and `/api/transcribe`
-share one model, and running them one at a time keeps CPU use bounded.
+Both serialise calls with a `PriorityLock`: the per-call speech worker and
+`/api/transcribe` share one model, and running them one at a time keeps CPU use
+bounded. Live speech goes first: a `background=True` transcription (an upload) waits
+while live work waits, and faster-whisper gives the lock back after each 30 s window
+of the file, so a long upload never holds the calls' speech back by more than one window.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -37,6 +43,34 @@ DEFAULT_MODELS = {"faster-whisper": "tiny.en", "openai-whisper": "tiny"}
 # (the model marks where the speech ends), keeps its accuracy on short utterances.
 WINDOW_S = 10.0
 MAX_TOKENS_PER_S = 8  # beyond this, a windowed decode is looping
+
+
+class PriorityLock:
+    """A mutex where waiting live work (`background=False`) always goes before background work."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._held = False
+        self._live_waiting = 0
+
+    @contextmanager
+    def hold(self, background: bool = False) -> Iterator[None]:
+        with self._cond:
+            if not background:
+                self._live_waiting += 1
+            try:
+                while self._held or (background and self._live_waiting):
+                    self._cond.wait()
+            finally:
+                if not background:
+                    self._live_waiting -= 1
+            self._held = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._held = False
+                self._cond.notify_all()
 
 
 class STTUnavailable(RuntimeError):
@@ -93,8 +127,8 @@ class SpeechToText(Protocol):
     model_id: str
     device: str
 
-    def transcribe(self, audio: np.ndarray, *, fast: bool = False) -> Transcript:
-        """float32 mono 16 kHz, any length → text. `fast`: greedy decoding (partials)."""
+    def transcribe(self, audio: np.ndarray, *, fast: bool = False, background: bool = False) -> Transcript:
+        """float32 mono 16 kHz, any length → text. `fast`: greedy (partials); `background`: yield to live work."""
 
     def transcribe_window(
         self, audio: np.ndarray, *, beam_size: int = 1, prefix: str = "", window_s: float = WINDOW_S
@@ -151,12 +185,14 @@ class FasterWhisperSTT:
             cpu_threads=cpu_threads if cpu_threads is not None else default_cpu_threads(),
         )
         self.language = language or ("en" if not self._model.model.is_multilingual else None)
-        self._lock = threading.Lock()
+        self._lock = PriorityLock()
 
-    def transcribe(self, audio: np.ndarray, *, fast: bool = False) -> Transcript:
+    def transcribe(self, audio: np.ndarray, *, fast: bool = False, background: bool = False) -> Transcript:
         audio = _as_audio(audio)
-        with self._lock:
-            start = time.perf_counter()
+        start = time.perf_counter()
+        # Features for the whole file are computed here; the model itself only runs (in the lock)
+        # to detect the language, which a known language skips.
+        with self._lock.hold(background) if self.language is None else contextlib.nullcontext():
             segments, info = self._model.transcribe(
                 audio,
                 language=self.language,
@@ -166,11 +202,14 @@ class FasterWhisperSTT:
                 without_timestamps=True,
                 vad_filter=False,  # our own VAD already cut the utterance
             )
-            segs = [
-                TextSegment(s.text, s.start, s.end, s.no_speech_prob, s.avg_logprob, s.compression_ratio)
-                for s in segments  # a generator: decoding happens here, inside the lock
-            ]
-            elapsed = time.perf_counter() - start
+        segs: list[TextSegment] = []
+        while True:  # a generator: each step decodes one 30 s window, inside the lock
+            with self._lock.hold(background):
+                s = next(segments, None)
+            if s is None:
+                break
+            segs.append(TextSegment(s.text, s.start, s.end, s.no_speech_prob, s.avg_logprob, s.compression_ratio))
+        elapsed = time.perf_counter() - start
         return Transcript.from_segments(segs, info.language, len(audio) / SAMPLE_RATE, elapsed)
 
     def transcribe_window(
@@ -198,7 +237,7 @@ class FasterWhisperSTT:
         prefix_ids = tokenizer.encode(" " + prefix) if prefix else []
         if prefix_ids:
             prompt += [tokenizer.timestamp_begin, *prefix_ids]
-        with self._lock:
+        with self._lock.hold():
             start = time.perf_counter()
             features = self._model.feature_extractor(padded)[:, :-1]
             result = self._model.model.generate(
@@ -266,13 +305,13 @@ class OpenAIWhisperSTT:
 
             self._model = whisper.load_model(model, device=self.device, download_root=str(weights.home() / "whisper"))
         self.language = language or ("en" if not self._model.is_multilingual else None)
-        self._lock = threading.Lock()
+        self._lock = PriorityLock()
 
-    def transcribe(self, audio: np.ndarray, *, fast: bool = False) -> Transcript:
+    def transcribe(self, audio: np.ndarray, *, fast: bool = False, background: bool = False) -> Transcript:
         import torch
 
         audio = _as_audio(audio)
-        with self._lock, torch.inference_mode():
+        with self._lock.hold(background), torch.inference_mode():
             start = time.perf_counter()
             result = self._model.transcribe(
                 audio,
