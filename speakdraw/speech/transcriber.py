@@ -18,7 +18,7 @@ is the encoder over a 30 s window. `stt.transcribe_window` decodes in a 10 s win
   decode, so each decode only has the unconfirmed tail left to find;
 - the fast final: at the end of speech, one beam-search windowed decode of the whole
   utterance (with the committed prefix only if `final_prefix`), sent at once unless it is doubtful (the guard
-  refuses it, it was cut, Whisper is unsure); a doubtful one waits for
+  refuses it, Whisper is unsure, or it is a spoken command); a doubtful one waits for
 - the careful decode: today's 30 s beam-5 decode with temperature fallback. With
   `careful="always"` it runs after every fast final and a second final
   (`revision=1`) corrects the first only when the words differ.
@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from speakdraw.speech.audio import SAMPLE_RATE, Resampler, to_float32
+from speakdraw.speech.commands import match_command
 from speakdraw.speech.guard import rejection
 from speakdraw.speech.segmenter import SegmenterOptions, UtteranceEvent, UtteranceSegmenter
 from speakdraw.speech.stt import SpeechToText, Transcript
@@ -122,6 +123,11 @@ def doubtful(transcript: Transcript, speech_s: float) -> str | None:
     # set: -0.25 to -0.9 for right sentences), so "unsure" starts below the guard's own line.
     if transcript.no_speech_prob > 0.5 or transcript.avg_logprob < -1.0:
         return "unsure"
+    # A command acts at once and cannot be corrected by a later prompt update, and short
+    # phrases are where the windowed decode errs most (tiny.en: "stop listening" heard as
+    # "start listening", which the 30 s decode gets right): commands wait for the careful decode.
+    if match_command(transcript.text) is not None:
+        return "command"
     return None
 
 
