@@ -238,3 +238,41 @@ def test_fast_windowed_finals_are_no_worse_than_the_30s_decode(stt, vad, worker)
     print("held-out WER and Whisper seconds, old vs new:", results)
     assert results["new"][0] <= results["old"][0] + 0.02
     assert results["new"][1] < results["old"][1]  # and it costs less Whisper time
+
+
+@pytest.mark.slow
+def test_a_long_upload_does_not_hold_back_a_calls_finals(stt, vad, worker):
+    """Issue 14 row 7: an upload (background) shares the model with a live call; the call goes first."""
+    import threading
+
+    upload_audio, _ = speech_track([(SENTENCES[i % len(SENTENCES)], "en-us") for i in range(40)], gap_s=4.0)
+    assert len(upload_audio) / 16000 > 200
+    upload: dict = {}
+
+    def run_upload():
+        upload["start"] = time.monotonic()
+        upload["text"] = stt.transcribe(upload_audio, background=True).text
+        upload["end"] = time.monotonic()
+
+    live_items = [(SENTENCES[0], "en-us"), (SENTENCES[2], "en+f3"), (SENTENCES[5], "en-gb-x-rp")]
+    live, _ = speech_track(live_items, gap_s=1.2)
+    events: list = []
+    tr = Transcriber(stt, vad, events.append, worker=worker, options=TranscriberOptions(max_buffer_s=10.0))
+    thread = threading.Thread(target=run_upload, name="test-upload")
+    thread.start()
+    time.sleep(0.5)
+    pcm = to_int16(live)
+    t0 = time.monotonic()
+    for i in range(0, len(pcm), 320):  # real time, like a microphone
+        time.sleep(max(0.0, t0 + i / 16000 - time.monotonic()))
+        tr.feed(pcm[i : i + 320])
+    tr.flush()
+    assert tr.wait_idle(120)
+    _, finals = finals_by_utterance(events)
+    final_times = [e.emitted_at for e in finals]
+    thread.join(600)
+    print(f"upload {upload['end'] - upload['start']:.1f} s; finals at {[round(t - t0, 1) for t in final_times]}")
+    assert len(finals) == len(live_items) and tr.stats["dropped_s"] == 0
+    assert wer([s for s, _ in live_items], [e.text for e in finals]) <= 0.25
+    assert max(final_times) < upload["end"]  # every final came while the upload was still running
+    assert len(upload["text"].split()) > 100
