@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +32,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from server.pcm import SPEECH_RATE, PcmConverter
 from speakdraw.speech import (
+    SegmenterOptions,
     SileroVAD,
     SpeechToText,
     SpeechWorker,
@@ -234,6 +236,7 @@ class SpeechListenerFactory:
         options: TranscriberOptions | None = None,
         on_event: Callable[[Any, TranscriptEvent], Any] = apply_transcript,
     ) -> None:
+        options = options if options is not None else speech_options()
         self.stt, self.vad, self.worker, self.options, self.on_event = stt, vad, worker, options, on_event
 
     def __call__(self, session: Any, track: MediaStreamTrack) -> AudioListener:
@@ -259,6 +262,22 @@ def speech_listener_factory(
 ) -> SpeechListenerFactory:
     """The per-session listener factory; `worker` is the caller's speech thread (`.worker` on the result)."""
     return SpeechListenerFactory(stt, vad, worker, options, on_event)
+
+
+LEGACY_OPTIONS = TranscriberOptions(
+    partial_interval_s=0.7,
+    windowed=False,
+    careful="never",
+    segmenter=SegmenterOptions(end_silence_ms=500.0, end_silence_after_pause_ms=500.0),
+)
+
+
+def speech_options() -> TranscriberOptions | None:
+    """`SPEAKDRAW_SPEECH_MODE=legacy`: the pre-issue-16 path (30 s decodes, 500 ms rule), for `bench/speech.py`."""
+    mode = os.environ.get("SPEAKDRAW_SPEECH_MODE", "fast")
+    if mode not in ("fast", "legacy"):
+        raise ValueError(f"SPEAKDRAW_SPEECH_MODE must be fast or legacy, not {mode!r}")
+    return LEGACY_OPTIONS if mode == "legacy" else None
 
 
 def load_speech(kind: str, model: str | None, device: str = "auto") -> tuple[SpeechToText | None, SileroVAD | None]:

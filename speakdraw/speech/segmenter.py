@@ -48,6 +48,7 @@ class UtteranceEvent:
     audio: np.ndarray | None = None
     speech_s: float = 0.0
     reason: str = ""
+    speech_end: int = 0  # 'end': samples into the utterance where the closing silence began
 
 
 def _windows(ms: float) -> int:
@@ -89,6 +90,11 @@ class UtteranceSegmenter:
         """The silence that ends the current utterance now (adaptive, see the module doc)."""
         o = self.options
         return max(o.end_silence_ms, o.end_silence_after_pause_ms) if self._paused else o.end_silence_ms
+
+    @property
+    def speech_end(self) -> int:
+        """Samples into the current utterance where the present silence began (= current_samples while talking)."""
+        return (len(self._audio) - self._silence_run) * WINDOW
 
     @property
     def current_samples(self) -> int:
@@ -134,11 +140,11 @@ class UtteranceSegmenter:
 
     def _finish(self, trim_windows: int, reason: str) -> UtteranceEvent:
         audio = self._audio[: len(self._audio) - trim_windows] if trim_windows else self._audio
-        speech_s = self.speech_s
+        speech_s, speech_end = self.speech_s, self.speech_end
         self._speaking = False
         self._audio = []
         self._silence_run = 0
         self._voiced = 0
         if speech_s * 1000.0 < self.options.min_speech_ms:
             return UtteranceEvent("discard", self.utterance, speech_s=speech_s, reason="too_short")
-        return UtteranceEvent("end", self.utterance, np.concatenate(audio), speech_s=speech_s, reason=reason)
+        return UtteranceEvent("end", self.utterance, np.concatenate(audio), speech_s, reason, speech_end)

@@ -32,6 +32,7 @@ from typing import Protocol
 import numpy as np
 
 from speakdraw.speech.audio import SAMPLE_RATE
+from speakdraw.speech.priority import SPEECH_NICE, thread_nice
 
 log = logging.getLogger(__name__)
 
@@ -178,12 +179,13 @@ class FasterWhisperSTT:
         self.path = resolve_faster_whisper(model)
         self.model_id = model
         self.beam_size = beam_size
-        self._model = WhisperModel(
-            str(self.path),
-            device=self.device,
-            compute_type=self.compute_type,
-            cpu_threads=cpu_threads if cpu_threads is not None else default_cpu_threads(),
-        )
+        with thread_nice(SPEECH_NICE):  # CTranslate2's compute thread starts here and keeps this priority
+            self._model = WhisperModel(
+                str(self.path),
+                device=self.device,
+                compute_type=self.compute_type,
+                cpu_threads=cpu_threads if cpu_threads is not None else default_cpu_threads(),
+            )
         self.language = language or ("en" if not self._model.model.is_multilingual else None)
         self._lock = PriorityLock()
 

@@ -49,6 +49,7 @@ import numpy as np
 from speakdraw.speech.audio import SAMPLE_RATE, Resampler, to_float32
 from speakdraw.speech.commands import match_command
 from speakdraw.speech.guard import rejection
+from speakdraw.speech.priority import SPEECH_NICE, set_thread_nice
 from speakdraw.speech.segmenter import SegmenterOptions, UtteranceEvent, UtteranceSegmenter
 from speakdraw.speech.stt import SpeechToText, Transcript
 from speakdraw.speech.vad import WINDOW, SileroVAD
@@ -94,6 +95,9 @@ class TranscriberOptions:
     # encoder, not the tokens. Partials still use it (their committed words never flicker).
     final_prefix: bool = False
     careful: str = "doubtful"  # when the 30 s decode runs: CAREFUL_POLICIES
+    # Start the fast final's decode once this much silence follows speech, while the end rule
+    # still runs; if no speech came since, the end reuses it (0 = wait for the end rule).
+    speculate_after_ms: float = 96.0
 
 
 def _norm_words(text: str) -> list[str]:
@@ -158,6 +162,7 @@ class SpeechWorker:
             self._cond.notify()
 
     def _run(self) -> None:
+        set_thread_nice(SPEECH_NICE)  # ahead of the video threads (priority.py)
         while True:
             with self._cond:
                 while not self._ready and not self._stopped:
@@ -226,6 +231,7 @@ class Transcriber:
         self._newest_fed = 0.0
         self._chunk_fed = 0.0  # fed time of the chunk being processed
         self._chunk_taken = 0.0  # when the speech thread took it
+        self._spec: tuple[tuple[int, int], Transcript] | None = None  # ((utterance, speech_end), decode)
         self.last_stages: dict[str, float] = {}
         self.stats: dict[str, float] = {
             "fed_s": 0.0,
@@ -235,6 +241,8 @@ class Transcriber:
             "finals": 0,
             "revisions": 0,
             "careful": 0,
+            "speculative": 0,
+            "speculative_used": 0,
             "rejected": 0,
             "discarded": 0,
             "stt_s": 0.0,
@@ -327,7 +335,7 @@ class Transcriber:
             for seg in self._segmenter.flush():
                 self._on_segment(seg)
         elif not self._closed and self._segmenter.speaking and self.backlog_s < 0.5:
-            self._maybe_partial()
+            self._maybe_speculate() or self._maybe_partial()
 
     def _on_segment(self, seg: UtteranceEvent) -> None:
         if seg.kind == "start":
@@ -339,7 +347,7 @@ class Transcriber:
             self.stats["discarded"] += 1
             self._retract(seg.utterance)
         elif seg.kind == "end":
-            self._final(seg.utterance, seg.audio, seg.speech_s)
+            self._final(seg.utterance, seg.audio, seg.speech_s, seg.speech_end)
 
     def _decode(self, audio: np.ndarray, beam_size: int, prefix: str = "") -> Transcript:
         if self.options.windowed:
@@ -348,6 +356,38 @@ class Transcriber:
             transcript = self.stt.transcribe(audio, fast=beam_size == 1)
         self.stats["stt_s"] += transcript.elapsed_s
         return transcript
+
+    def _maybe_speculate(self) -> bool:
+        """The person may have stopped: decode the utterance now, during the end-of-speech rule.
+
+        The result is shown as a partial; if the rule then ends the utterance with no speech in
+        between, it is the fast final, with no decode left to wait for.
+        """
+        o, seg = self.options, self._segmenter
+        if not o.windowed or o.speculate_after_ms <= 0 or seg.silence_ms < o.speculate_after_ms:
+            return False
+        key = (seg.utterance, seg.speech_end)
+        if (self._spec is not None and self._spec[0] == key) or seg.speech_s < o.min_partial_speech_s:
+            return False
+        transcript = self._decode(seg.current_audio(), o.final_beam)
+        self._spec = (key, transcript)
+        self.stats["speculative"] += 1
+        if not self._closed and o.partials and doubtful(transcript, seg.speech_s) is None:
+            self._partials_shown = True
+            self.stats["partials"] += 1
+            self._emit(
+                TranscriptEvent(
+                    seg.utterance,
+                    transcript.text,
+                    False,
+                    transcript.language,
+                    transcript.duration_s,
+                    transcript.elapsed_s,
+                    time.monotonic() - self._newest_fed,
+                    emitted_at=time.monotonic(),
+                )
+            )
+        return True
 
     def _maybe_partial(self) -> None:
         o = self.options
@@ -380,7 +420,7 @@ class Transcriber:
             )
         )
 
-    def _final(self, utterance: int, audio: np.ndarray, speech_s: float) -> None:
+    def _final(self, utterance: int, audio: np.ndarray, speech_s: float, speech_end: int = -1) -> None:
         o = self.options
         stages = {
             "eos": max(0.0, self._chunk_fed - self._last_voiced_at) * 1000.0,
@@ -390,7 +430,13 @@ class Transcriber:
         sent = None  # the text of the final already sent
         if o.careful != "always" or o.windowed:
             prefix = self._committed if o.final_prefix else ""
-            fast = self._decode(audio, o.final_beam, prefix)
+            spec, self._spec = self._spec, None
+            if spec is not None and spec[0] == (utterance, speech_end) and o.windowed:
+                fast = spec[1]  # decoded during the silence rule, no speech since: nothing left to do
+                prefix = ""
+                self.stats["speculative_used"] += 1
+            else:
+                fast = self._decode(audio, o.final_beam, prefix)
             if prefix and doubtful(fast, speech_s) is not None:
                 fast = self._decode(audio, o.final_beam)  # a wrong committed prefix: decode it free
             stages["decode"] = (time.perf_counter() - started) * 1000.0
