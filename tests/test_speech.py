@@ -331,6 +331,7 @@ def test_fast_final_and_careful_correction(vad, careful, window_text, logprob, e
     assert [e.text for e in finals] == expect
     assert [e.revision for e in finals] == [0] + [1] * (len(expect) - 1)
     assert [e.message().get("revised", False) for e in finals] == [False] + [True] * (len(expect) - 1)
+    assert tr.stats["speculative_used"] == 1  # decoded during the silence rule, reused as the fast final
     careful_runs = len(stt.calls)
     assert careful_runs == (0 if (careful, logprob, window_text) == ("doubtful", -0.2, "a castle") else 1)
 

@@ -86,3 +86,29 @@ async def test_listener_reports_dropped_audio_once_per_interval():
     assert [m["code"] for m in sent] == ["speech_dropped"]  # told once, not 100 times
     assert listener.speech_stats()["speech_dropped_s"] == pytest.approx(2.0)
     await listener.stop()
+
+
+async def test_a_finals_stage_times_reach_stats_and_metrics():
+    """Issue 16: per-final stages (eos, wait, decode from the speech thread; send here) → stats + /metrics."""
+    import time
+
+    from server.metrics import Metrics
+    from speakdraw.speech import TranscriptEvent
+
+    metrics = Metrics()
+    sent: list[dict] = []
+    listener = AudioListener(RemoteStreamTrack(kind="audio"), None, sent.append, observer=metrics)
+    listener._loop = asyncio.get_running_loop()
+    stages = {"eos": 290.0, "wait": 3.0, "decode": 120.0}
+    first = TranscriptEvent(0, "a red house", True, latency_s=0.45, stages=stages, emitted_at=time.monotonic())
+    listener.deliver(first)
+    listener.deliver(TranscriptEvent(0, "a red horse", True, revision=1, stages={"decode": 600.0}))  # a correction
+    await asyncio.sleep(0.05)
+    assert [m.text for m in sent] == ["a red house", "a red horse"]
+    speech_ms = listener.speech_stats()["speech_ms"]
+    assert set(speech_ms) == {"eos", "wait", "decode", "send", "total"}
+    assert speech_ms["decode"] == 120.0 and speech_ms["total"] >= 450.0  # the first final's, not the correction's
+    text = metrics.render().decode()
+    for stage in ("eos", "wait", "decode", "send", "total"):
+        assert f'speakdraw_speech_latency_seconds_count{{stage="{stage}"}} 1.0' in text
+    assert sent[1].message()["revised"] is True and "revised" not in sent[0].message()
