@@ -112,3 +112,30 @@ async def test_a_finals_stage_times_reach_stats_and_metrics():
     for stage in ("eos", "wait", "decode", "send", "total"):
         assert f'speakdraw_speech_latency_seconds_count{{stage="{stage}"}} 1.0' in text
     assert sent[1].message()["revised"] is True and "revised" not in sent[0].message()
+
+
+async def test_the_app_owns_the_speech_thread_and_stops_it_on_shutdown(stt):
+    """Issue 10: no module-level speech worker; the app creates one and its cleanup joins it."""
+    import threading
+
+    from aiohttp.test_utils import TestServer
+
+    from server.app import STATE, create_app
+    from server.config import ServerConfig
+    from server.keys import LOAD_TASK
+
+    config = ServerConfig(engine="passthrough", matting="off", stt="faster-whisper", port=0, https_port=0)
+    app = create_app(config)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        await asyncio.wait_for(app[LOAD_TASK], 120)
+        factory = app[STATE].audio_listener_factory
+        assert factory is not None and factory.worker is not None
+        factory.worker.submit(factory(None, RemoteStreamTrack(kind="audio")).transcriber)  # start its thread
+        await asyncio.sleep(0.1)
+        assert factory.worker.alive
+    finally:
+        await server.close()
+    assert not factory.worker.alive
+    assert not [t.name for t in threading.enumerate() if t.name == factory.worker.name]
