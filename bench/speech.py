@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from speakdraw.speech import load_stt  # noqa: E402
-from tests.speechdata import SENTENCES, PcmAudioTrack, espeak, silence, speech_track, wer  # noqa: E402
+from tests.speechdata import SENTENCES, PcmAudioTrack, espeak, silence, speech_track, voiced_spans, wer  # noqa: E402
 
 VOICES2 = ("en-us", "en+f3")
 HELD_OUT = (
@@ -66,22 +66,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
-
-
-def voiced_spans(audio: np.ndarray, rate: int, frame_ms: float = 10.0, gap_s: float = 0.5) -> list[tuple[float, float]]:
-    """Voiced stretches from the samples: 10 ms frames above −40 dB of the loudest, gaps < `gap_s` bridged."""
-    size = int(rate * frame_ms / 1000)
-    n = len(audio) // size
-    rms = np.sqrt(np.mean(audio[: n * size].reshape(n, size).astype(np.float64) ** 2, axis=1))
-    voiced = np.flatnonzero(rms > rms.max() * 10 ** (-40 / 20))
-    spans: list[list[float]] = []
-    for i in voiced:
-        start, end = i * frame_ms / 1000, (i + 1) * frame_ms / 1000
-        if spans and start - spans[-1][1] < gap_s:
-            spans[-1][1] = end
-        else:
-            spans.append([start, end])
-    return [(a, b) for a, b in spans]
 
 
 def held_out_wer(stt) -> dict:
@@ -230,7 +214,7 @@ async def calls(args, stt) -> dict:
             server.stop()
         rtc_client.RtcClient._on_message = original
     refs = [s for s, _ in sentences]
-    out: dict = {"sentences": len(sentences), "voiced_ends_s": ends, "fps_target": args.fps}
+    out: dict = {"sentences": len(sentences), "voiced_ends_s": [float(e) for e in ends], "fps_target": args.fps}
     for name in ("legacy", "fast"):
         lat = [x for r in results[name] for x in r["latency"]]
         stages = [s for r in results[name] for s in r["stages"]]
