@@ -303,6 +303,9 @@ def speak_into(tr: Transcriber, seconds_silence: float = 1.0) -> None:
     audio = np.concatenate([silence(0.3), espeak("show me a castle on top of a hill"), silence(seconds_silence)])
     for i in range(0, len(audio), 320):
         tr.feed(audio[i : i + 320])
+        deadline = time.monotonic() + 5
+        while tr.backlog_s > 0 and time.monotonic() < deadline:  # the thread sees the audio as it comes
+            time.sleep(0.001)
 
 
 @needs_espeak
@@ -403,3 +406,25 @@ def test_the_caller_owns_the_speech_thread():
     worker.close()
     assert not worker.alive
     assert not [t for t in threading.enumerate() if t.name == "test-owned-speech"]
+
+
+def test_speech_threads_run_ahead_of_video_where_the_os_allows():
+    """The speech worker sets its own nice to SPEECH_NICE; without CAP_SYS_NICE it stays unchanged."""
+    import os
+
+    from speakdraw.speech.priority import SPEECH_NICE, set_thread_nice, thread_nice
+
+    seen: dict = {}
+
+    def probe():
+        seen["allowed"] = set_thread_nice(SPEECH_NICE)
+        seen["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    t = threading.Thread(target=probe)
+    t.start()
+    t.join()
+    assert seen["nice"] == (SPEECH_NICE if seen["allowed"] else 0)
+    here = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    with thread_nice(SPEECH_NICE):
+        pass
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == here  # restored
