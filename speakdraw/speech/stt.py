@@ -103,6 +103,7 @@ class Transcript:
     segments: list[TextSegment] = field(default_factory=list)
     elapsed_s: float = 0.0
     cut: bool = False  # windowed decode: text past the audio's end (a loop) was cut off
+    looped: bool = False  # windowed decode: the token limit ended it mid-stretch (it was looping)
 
     @classmethod
     def from_segments(
@@ -265,17 +266,18 @@ class FasterWhisperSTT:
                 pending = []
             elif token < tokenizer.eot:
                 pending.append(token)
+        # Text with no closing timestamp, not cut at the audio's end: the token limit stopped it (a loop).
+        looped = bool(pending) and not cut
         if pending and not text_ids:
             text_ids = pending
-        elif pending:
-            cut = True  # an unclosed stretch after the last timestamp: the length limit hit a loop
+        cut = cut or looped
         text = tokenizer.decode(text_ids).strip()  # CTranslate2 returns the forced prefix with the rest
         avg_logprob = result.scores[0] * len(ids) / (len(ids) + 1) if ids else 0.0
         segment = TextSegment(
             text, 0.0, duration, result.no_speech_prob, avg_logprob, get_compression_ratio(text) if text else 0.0
         )
         transcript = Transcript.from_segments([segment] if text else [], "en", duration, elapsed)
-        transcript.cut = cut
+        transcript.cut, transcript.looped = cut, looped
         return transcript
 
     def _tokenizer(self):

@@ -127,6 +127,8 @@ def doubtful(transcript: Transcript, speech_s: float) -> str | None:
     # set: -0.25 to -0.9 for right sentences), so "unsure" starts below the guard's own line.
     if transcript.no_speech_prob > 0.5 or transcript.avg_logprob < -1.0:
         return "unsure"
+    if transcript.looped:  # ran into the token limit: Whisper was repeating itself (speech-like noise does this)
+        return "looped"
     # A command acts at once and cannot be corrected by a later prompt update, and short
     # phrases are where the windowed decode errs most (tiny.en: "stop listening" heard as
     # "start listening", which the 30 s decode gets right): commands wait for the careful decode.
