@@ -1,13 +1,17 @@
 """The call's microphone → live transcripts: read the aiortc audio track, feed the Transcriber.
 
 `AudioListener` is an asyncio task that awaits `track.recv()` continuously (so aiortc's
-own frame queue never grows), resamples each frame to 16 kHz mono int16 with PyAV and
-hands it to `speakdraw.speech.Transcriber.feed`, which only appends to a bounded
-buffer: no model code ever runs on the event loop. The transcriber reports from the
+own frame queue never grows), converts each frame to 16 kHz mono float32 with the
+server's one PCM path (`server/pcm.py`) and hands it to `Transcriber.feed`, which only
+appends to a bounded buffer: no model code ever runs on the event loop. The transcriber reports from the
 shared speech thread; the listener hops each event back onto the loop with
 `call_soon_threadsafe` and gives it to `on_event` (a callable or a coroutine function).
 
-`speech_listener_factory(...)` is what `AppState.speech_factory` holds: it
+If anything in that chain raises, the listener logs it once and switches to draining:
+it goes on reading (and discarding) the track until it ends, so aiortc's queue stays
+bounded, and the call goes on without speech.
+
+`speech_listener_factory(stt, vad, worker)` is what `AppState.speech_factory` holds: it
 builds one listener per session whose events go out as `transcript` messages and
 whose finals become settings changes (spoken commands) or the prompt
 (`apply_transcript`).
@@ -18,26 +22,30 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
+import time
 from collections.abc import Callable
 from typing import Any
 
-import av
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
+from server.pcm import SPEECH_RATE, PcmConverter
 from speakdraw.speech import (
+    SegmenterOptions,
     SileroVAD,
     SpeechToText,
     SpeechWorker,
     Transcriber,
     TranscriberOptions,
     TranscriptEvent,
-    default_worker,
     interpret,
     load_stt,
 )
 
 log = logging.getLogger(__name__)
+
+DROPPED_NOTICE_EVERY_S = 10.0
 
 
 class AudioListener:
@@ -46,6 +54,8 @@ class AudioListener:
         track: MediaStreamTrack,
         transcriber: Transcriber | None,
         on_event: Callable[[TranscriptEvent], Any] | None = None,
+        observer: Any = None,
+        notify: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         """`transcriber=None` builds nothing yet: use `attach()` (the factory needs `self.deliver` first)."""
         self.track = track
@@ -57,6 +67,12 @@ class AudioListener:
         self._task: asyncio.Task | None = None
         self._pending: set[asyncio.Task] = set()
         self._stopping = False
+        self.failed = False  # the consumer raised: speech is off, the track is only drained
+        self.observer = observer  # server.metrics.Metrics (speech_final, speech_dropped), when set up
+        self.notify = notify  # sends a control message to the caller (dropped-audio notices)
+        self.last_speech_ms: dict[str, float] = {}  # stage times of the newest final
+        self._dropped_s = 0.0  # dropped audio already reported
+        self._dropped_told_at = float("-inf")
 
     def attach(self, transcriber: Transcriber) -> None:
         self.transcriber = transcriber
@@ -78,23 +94,52 @@ class AudioListener:
         await asyncio.gather(*self._pending, return_exceptions=True)
 
     async def _run(self) -> None:
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
+        converter = PcmConverter()
         try:
             while True:
                 frame = await self.track.recv()
                 self.frames += 1
-                for out in resampler.resample(frame):
-                    pcm = out.to_ndarray().reshape(-1)
-                    self.seconds += len(pcm) / 16000
-                    if self.transcriber is not None:
-                        self.transcriber.feed(pcm)
+                pcm = converter.convert(frame)
+                self.seconds += len(pcm) / SPEECH_RATE
+                if self.transcriber is not None and len(pcm):
+                    self.transcriber.feed(pcm)
+                    if self.transcriber.stats["dropped_s"] > self._dropped_s:
+                        self._report_dropped()
         except MediaStreamError:  # the track ended: the last utterance still gets its final
             if self.transcriber is not None and not self._stopping:
                 self.transcriber.flush()
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("audio listener failed; speech is off for this call")
+            self.failed = True
+            log.exception("audio listener failed; speech is off for this call, the track is drained")
+            await self._drain()
+
+    def _report_dropped(self) -> None:
+        """Live audio the speech thread could not keep up with: count it, tell the caller (at most every 10 s)."""
+        total = self.transcriber.stats["dropped_s"]
+        if self.observer is not None and hasattr(self.observer, "speech_dropped"):
+            self.observer.speech_dropped(total - self._dropped_s)
+        self._dropped_s = total
+        now = time.monotonic()
+        if self.notify is not None and now - self._dropped_told_at >= DROPPED_NOTICE_EVERY_S:
+            self._dropped_told_at = now
+            self.notify(
+                {
+                    "type": "error",
+                    "code": "speech_dropped",
+                    "message": f"speech recognition fell behind: {total:.1f} s of your audio was skipped so far",
+                }
+            )
+
+    async def _drain(self) -> None:
+        """Read and discard until the track ends: an unread track's queue in aiortc grows without bound."""
+        try:
+            while True:
+                await self.track.recv()
+                self.frames += 1
+        except MediaStreamError:
+            pass
 
     # called on the speech thread
     def deliver(self, event: TranscriptEvent) -> None:
@@ -118,6 +163,22 @@ class AudioListener:
             task = asyncio.ensure_future(result)
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
+        if event.final and event.revision == 0 and event.stages:
+            self._record_stages(event)
+
+    def _record_stages(self, event: TranscriptEvent) -> None:
+        """Stage times of one final (ms): eos, wait, decode from the speech thread; send = reported → sent."""
+        stages = dict(event.stages)
+        stages["send"] = max(0.0, time.monotonic() - event.emitted_at) * 1000.0
+        stages["total"] = event.latency_s * 1000.0 + stages["send"]
+        self.last_speech_ms = {k: round(v, 1) for k, v in stages.items()}
+        if self.observer is not None and hasattr(self.observer, "speech_final"):
+            self.observer.speech_final(stages)
+
+    def speech_stats(self) -> dict[str, Any]:
+        """What the session's `stats` message adds: the newest final's stage times, audio dropped."""
+        dropped = self.transcriber.stats["dropped_s"] if self.transcriber is not None else 0.0
+        return {"speech_ms": dict(self.last_speech_ms), "speech_dropped_s": round(dropped, 2)}
 
     def stats(self) -> dict[str, float]:
         out = {"audio_frames": self.frames, "audio_s": round(self.seconds, 3)}
@@ -132,12 +193,15 @@ def apply_transcript(session: Any, event: TranscriptEvent) -> None:
     `session` needs `send(dict)`, `update_settings(partial) -> dict` and
     `pipeline.current` (server.session.Session has all three). A command is echoed as
     `{"type":"command","command","description","changes"}`; any change is followed by
-    the usual `{"type":"settings","settings":{...}}`.
+    the usual `{"type":"settings","settings":{...}}`. A correction (`revised`) of an
+    utterance's final updates the prompt only.
     """
     session.send(event.message())
     if not event.final or not event.text.strip():
         return
     result = interpret(event.text, session.pipeline.current)
+    if event.revision and result.kind != "prompt":
+        return  # a correction only ever fixes the prompt: a command is never applied twice
     if result.kind == "command":
         session.send(
             {
@@ -157,22 +221,63 @@ def apply_transcript(session: Any, event: TranscriptEvent) -> None:
         session.send({"type": "settings", "settings": current})
 
 
+class SpeechListenerFactory:
+    """`factory(session, track) -> AudioListener` for `AppState.speech_factory`.
+
+    It holds no thread of its own: `worker` (the one speech thread, owned by the server)
+    is kept as an attribute so the app can `close()` it on shutdown.
+    """
+
+    def __init__(
+        self,
+        stt: SpeechToText,
+        vad: SileroVAD,
+        worker: SpeechWorker,
+        options: TranscriberOptions | None = None,
+        on_event: Callable[[Any, TranscriptEvent], Any] = apply_transcript,
+    ) -> None:
+        options = options if options is not None else speech_options()
+        self.stt, self.vad, self.worker, self.options, self.on_event = stt, vad, worker, options, on_event
+
+    def __call__(self, session: Any, track: MediaStreamTrack) -> AudioListener:
+        on_event = self.on_event
+        observer = getattr(getattr(session, "state", None), "observer", None)  # server.metrics, when set up
+        listener = AudioListener(
+            track, None, lambda event: on_event(session, event), observer, getattr(session, "send", None)
+        )
+        listener.attach(Transcriber(self.stt, self.vad, listener.deliver, worker=self.worker, options=self.options))
+        return listener
+
+    def close(self) -> None:
+        """Stop the speech thread (joins it; a transcription in progress finishes first)."""
+        self.worker.close()
+
+
 def speech_listener_factory(
     stt: SpeechToText,
     vad: SileroVAD,
-    worker: SpeechWorker | None = None,
+    worker: SpeechWorker,
     options: TranscriberOptions | None = None,
     on_event: Callable[[Any, TranscriptEvent], Any] = apply_transcript,
-) -> Callable[[Any, MediaStreamTrack], AudioListener]:
-    """`factory(session, track) -> AudioListener` for `AppState.speech_factory`."""
-    worker = worker or default_worker()
+) -> SpeechListenerFactory:
+    """The per-session listener factory; `worker` is the caller's speech thread (`.worker` on the result)."""
+    return SpeechListenerFactory(stt, vad, worker, options, on_event)
 
-    def factory(session: Any, track: MediaStreamTrack) -> AudioListener:
-        listener = AudioListener(track, None, lambda event: on_event(session, event))
-        listener.attach(Transcriber(stt, vad, listener.deliver, worker=worker, options=options))
-        return listener
 
-    return factory
+LEGACY_OPTIONS = TranscriberOptions(
+    partial_interval_s=0.7,
+    windowed=False,
+    careful="never",
+    segmenter=SegmenterOptions(end_silence_ms=500.0, end_silence_after_pause_ms=500.0),
+)
+
+
+def speech_options() -> TranscriberOptions | None:
+    """`SPEAKDRAW_SPEECH_MODE=legacy`: the pre-issue-16 path (30 s decodes, 500 ms rule), for `bench/speech.py`."""
+    mode = os.environ.get("SPEAKDRAW_SPEECH_MODE", "fast")
+    if mode not in ("fast", "legacy"):
+        raise ValueError(f"SPEAKDRAW_SPEECH_MODE must be fast or legacy, not {mode!r}")
+    return LEGACY_OPTIONS if mode == "legacy" else None
 
 
 def load_speech(kind: str, model: str | None, device: str = "auto") -> tuple[SpeechToText | None, SileroVAD | None]:

@@ -51,6 +51,7 @@ class ServerConfig:
     max_offer_bytes: int = 256 * 1024
     max_upload_bytes: int = 10 * 1024 * 1024  # audio files for /api/transcribe
     max_image_bytes: int = 8 * 1024 * 1024  # image prompts
+    max_transcribe_s: float = 600.0  # longest audio file /api/transcribe takes
     max_message_bytes: int = 64 * 1024
     # Phones on real networks (server/netcli.py fills these; see README "Phones on real networks")
     turn_urls: list[str] = field(default_factory=list)  # --turn-url, with credentials minted from turn_secret

@@ -278,7 +278,8 @@ class Session:
         if p is None:
             return {"type": "stats", "fps_in": 0.0, "fps_out": 0.0, "dropped": 0, "latency_ms": {}, "queue_age_ms": 0}
         s = p.stats
-        return {
+        speech = getattr(self.audio, "speech_stats", None)  # server/call_speech.py: speech_ms, speech_dropped_s
+        return (speech() if speech is not None else {}) | {
             "type": "stats",
             "fps_in": round(s.fps_in.rate(), 2),
             "fps_out": round(s.fps_out.rate(), 2),

@@ -48,6 +48,7 @@ class AppState:
         self.workers = workers or DeviceWorkers(CapacityOptions(min_fps=config.min_fps, cores=config.cpu_cores))
         self.sessions: dict[str, Session] = {}
         self.reserved = 0  # offers admitted and still being set up (counted against the limits)
+        self.uploads_in_progress = 0  # /api/transcribe uploads decoding or transcribing
         self.observer: Observer | None = None
         self.fallback = PassthroughEngine(config.simulate_model_ms)
         self.engine: Engine | None = None

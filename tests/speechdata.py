@@ -90,6 +90,22 @@ def speech_track(
     return np.concatenate(parts), spans
 
 
+def voiced_spans(audio: np.ndarray, rate: int, frame_ms: float = 10.0, gap_s: float = 0.5) -> list[tuple[float, float]]:
+    """Voiced stretches from the samples: 10 ms frames above −40 dB of the loudest, gaps < `gap_s` bridged."""
+    size = int(rate * frame_ms / 1000)
+    n = len(audio) // size
+    rms = np.sqrt(np.mean(audio[: n * size].reshape(n, size).astype(np.float64) ** 2, axis=1))
+    voiced = np.flatnonzero(rms > rms.max() * 10 ** (-40 / 20))
+    spans: list[list[float]] = []
+    for i in voiced:
+        start, end = float(i * frame_ms / 1000), float((i + 1) * frame_ms / 1000)
+        if spans and start - spans[-1][1] < gap_s:
+            spans[-1][1] = end
+        else:
+            spans.append([start, end])
+    return [(a, b) for a, b in spans]
+
+
 def to_int16(audio: np.ndarray) -> np.ndarray:
     return (np.clip(audio, -1, 1) * 32767).astype(np.int16)
 

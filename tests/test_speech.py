@@ -221,18 +221,30 @@ def test_prompts_and_listening():
 
 
 class SlowRecordingSTT:
-    """Test double: records what it was asked, takes `cost_s`, answers a fixed sentence."""
+    """Test double: records what it was asked, takes `cost_s`, answers a fixed sentence.
+
+    `window_text` / `window_logprob`: what its windowed (fast) decode says, to drive the
+    fast-final / careful-decode logic; the 30 s decode always says "a castle".
+    """
 
     name, model_id, device = "double", "double", "cpu"
 
-    def __init__(self, cost_s: float) -> None:
+    def __init__(self, cost_s: float, window_text: str = "a castle", window_logprob: float = -0.2) -> None:
         self.cost_s = cost_s
-        self.calls: list[tuple[float, bool, str]] = []
+        self.window_text, self.window_logprob = window_text, window_logprob
+        self.calls: list[tuple[float, bool, str]] = []  # (audio s, fast, thread) of 30 s decodes
+        self.window_calls: list[tuple[float, int, str]] = []  # (audio s, beam, prefix)
 
-    def transcribe(self, audio, *, fast=False):
+    def transcribe(self, audio, *, fast=False, background=False):
         self.calls.append((len(audio) / 16000, fast, threading.current_thread().name))
         time.sleep(self.cost_s)
         return Transcript("a castle", "en", len(audio) / 16000, 0.05, -0.2, 1.1, elapsed_s=self.cost_s)
+
+    def transcribe_window(self, audio, *, beam_size=1, prefix="", window_s=10.0):
+        self.window_calls.append((len(audio) / 16000, beam_size, prefix))
+        time.sleep(self.cost_s)
+        text = self.window_text
+        return Transcript(text, "en", len(audio) / 16000, 0.05, self.window_logprob, 1.1, elapsed_s=self.cost_s)
 
 
 @needs_espeak
@@ -252,6 +264,7 @@ def test_feed_never_blocks_and_old_audio_is_dropped_when_behind(vad):
         assert tr.wait_idle(30)
         assert tr.stats["dropped_s"] > 0
         assert all(name == "test-speech" for _, _, name in stt.calls)
+        assert stt.window_calls and not stt.calls  # every decode was a windowed one: fast finals, no careful
         assert tr.stats["finals"] >= 1 and len([e for e in events if e.final]) == tr.stats["finals"]
     finally:
         worker.stop()
@@ -278,4 +291,140 @@ def test_partials_then_one_final_per_utterance(vad):
         partials = [e for e in events if e.utterance == u and not e.final]
         assert len(partials) >= 2  # ~2.5 s of speech, one partial per 0.5 s of audio
         assert events.index(partials[-1]) < events.index(finals[u])
-    assert sum(1 for _, fast, _ in stt.calls if not fast) == 2  # finals use the full decoder, partials the fast one
+    # finals: one beam-5 windowed decode each (the fast final); partials greedy; no 30 s decode needed
+    assert sum(1 for _, beam, _ in stt.window_calls if beam > 1) == 2
+    assert not stt.calls
+    for u in (0, 1):
+        final = finals[u]
+        assert set(final.stages) == {"eos", "wait", "decode"} and all(v >= 0 for v in final.stages.values())
+
+
+def speak_into(tr: Transcriber, seconds_silence: float = 1.0) -> None:
+    audio = np.concatenate([silence(0.3), espeak("show me a castle on top of a hill"), silence(seconds_silence)])
+    for i in range(0, len(audio), 320):
+        tr.feed(audio[i : i + 320])
+        deadline = time.monotonic() + 5
+        while tr.backlog_s > 0 and time.monotonic() < deadline:  # the thread sees the audio as it comes
+            time.sleep(0.001)
+
+
+@needs_espeak
+@pytest.mark.parametrize(
+    "careful, window_text, logprob, expect",
+    [
+        ("doubtful", "a castle", -0.2, ["a castle"]),  # sure fast final: sent, no 30 s decode
+        ("doubtful", "a castle", -1.5, ["a castle"]),  # unsure: held back, the careful decode is the final
+        ("always", "a cattle", -0.2, ["a cattle", "a castle"]),  # differs: one correction, marked revised
+        ("always", "A castle!", -0.2, ["A castle!"]),  # same words: no correction
+        ("doubtful", "the the the the castle", -0.2, ["a castle"]),  # the guard refuses the fast one: careful decides
+    ],
+)
+def test_fast_final_and_careful_correction(vad, careful, window_text, logprob, expect):
+    stt = SlowRecordingSTT(0.0, window_text=window_text, window_logprob=logprob)
+    worker = SpeechWorker("test-speech")
+    events: list = []
+    options = TranscriberOptions(partials=False, careful=careful)
+    tr = Transcriber(stt, vad, events.append, worker=worker, options=options)
+    try:
+        speak_into(tr)
+        assert tr.wait_idle(30)
+    finally:
+        worker.close()
+    finals = [e for e in events if e.final]
+    assert [e.text for e in finals] == expect
+    assert [e.revision for e in finals] == [0] + [1] * (len(expect) - 1)
+    assert [e.message().get("revised", False) for e in finals] == [False] + [True] * (len(expect) - 1)
+    assert tr.stats["speculative_used"] == 1  # decoded during the silence rule, reused as the fast final
+    careful_runs = len(stt.calls)
+    assert careful_runs == (0 if (careful, logprob, window_text) == ("doubtful", -0.2, "a castle") else 1)
+
+
+def test_local_agreement_commits_what_two_hypotheses_share():
+    from speakdraw.speech.transcriber import agreed_prefix
+
+    assert agreed_prefix("", "paint my room") == ""
+    assert agreed_prefix("Paint my room,", "paint my room like") == "paint my room"  # case/punctuation-blind
+    assert agreed_prefix("paint my ro", "paint my room like") == "paint my"  # a word cut by the audio's end
+    assert agreed_prefix("paint my room", "paint my room") == "paint my"  # the newest word is never committed
+    assert agreed_prefix("paint a room.", "paint a room. Like") == "paint a room"  # no forced full stop
+    assert agreed_prefix("a red house", "the red house") == ""
+
+
+def test_end_of_speech_rule_is_short_then_longer_after_a_pause():
+    o = SegmenterOptions(end_silence_ms=300, end_silence_after_pause_ms=500, pause_ms=160, pre_roll_ms=0)
+    # no pause: the utterance ends after ~300 ms (9 windows of 32 ms) of silence, not before
+    _, events = run_segmenter([0.0] * 3 + [0.9] * 20 + [0.0] * 8, o)
+    assert [e.kind for e in events] == ["start"]
+    _, events = run_segmenter([0.0] * 3 + [0.9] * 20 + [0.0] * 9, o)
+    assert [e.kind for e in events] == ["start", "end"]
+    assert events[1].audio.reshape(-1, WINDOW)[-1, 0] == 22 + 6  # last speech window + 200 ms post-roll
+    # a 224 ms pause inside the sentence (7 windows, ≥ pause_ms): then 300 ms is not enough
+    seg, events = run_segmenter([0.0] * 3 + [0.9] * 10 + [0.0] * 7 + [0.9] * 10 + [0.0] * 12, o)
+    assert [e.kind for e in events] == ["start"] and seg.end_rule_ms == 500
+    seg, events = run_segmenter([0.0] * 3 + [0.9] * 10 + [0.0] * 7 + [0.9] * 10 + [0.0] * 20, o)
+    assert [e.kind for e in events] == ["start", "end"]
+
+
+def test_live_speech_goes_before_background_work():
+    from speakdraw.speech.stt import PriorityLock
+
+    lock, order = PriorityLock(), []
+    holding = threading.Event()
+
+    def first():
+        with lock.hold(background=True):
+            holding.set()
+            time.sleep(0.2)
+            order.append("upload-1")
+
+    def take(name, background):
+        with lock.hold(background):
+            order.append(name)
+
+    threads = [threading.Thread(target=first)]
+    threads[0].start()
+    holding.wait(5)
+    threads.append(threading.Thread(target=take, args=("upload-2", True)))
+    threads[-1].start()
+    time.sleep(0.05)  # upload-2 queued first ...
+    threads.append(threading.Thread(target=take, args=("live", False)))
+    threads[-1].start()  # ... live work still goes before it
+    for t in threads:
+        t.join(5)
+    assert order == ["upload-1", "live", "upload-2"]
+
+
+def test_the_caller_owns_the_speech_thread():
+    import speakdraw.speech as speech
+
+    assert not hasattr(speech, "default_worker")  # no process-wide singleton any more
+    worker = SpeechWorker("test-owned-speech")
+    stt = SlowRecordingSTT(0.0)
+    tr = Transcriber(stt, SileroVAD(), lambda e: None, worker=worker)
+    tr.feed(np.zeros(1600, np.float32))
+    assert tr.wait_idle(10) and worker.alive
+    worker.close()
+    assert not worker.alive
+    assert not [t for t in threading.enumerate() if t.name == "test-owned-speech"]
+
+
+def test_speech_threads_run_ahead_of_video_where_the_os_allows():
+    """The speech worker sets its own nice to SPEECH_NICE; without CAP_SYS_NICE it stays unchanged."""
+    import os
+
+    from speakdraw.speech.priority import SPEECH_NICE, set_thread_nice, thread_nice
+
+    seen: dict = {}
+
+    def probe():
+        seen["allowed"] = set_thread_nice(SPEECH_NICE)
+        seen["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    t = threading.Thread(target=probe)
+    t.start()
+    t.join()
+    assert seen["nice"] == (SPEECH_NICE if seen["allowed"] else 0)
+    here = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    with thread_nice(SPEECH_NICE):
+        pass
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == here  # restored

@@ -11,8 +11,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
 from server.config import ServerConfig
+from server.pcm import decode_audio
 from server.routes import transcribe
-from server.routes.transcribe import decode_audio
 from server.state import STATE, AppState
 from tests.speechdata import SENTENCES, encode, espeak, have_espeak, silence, wer, write_wav
 
@@ -137,3 +137,25 @@ def test_decode_keeps_duration_and_rate(files):
     assert audio.dtype == np.float32
     expected = len(espeak(SENTENCES[5], "en-us")) / 16000 + 0.6
     assert abs(len(audio) / 16000 - expected) < 0.05
+
+
+async def test_uploads_past_the_cap_get_429_busy_with_retry_after(client, files):
+    """Issue 14 row 7: two uploads in progress (one transcribing, one queued); a third is refused."""
+    import asyncio
+
+    from server.routes.transcribe import UPLOADS_AT_ONCE
+
+    data = files["wav"].read_bytes()
+
+    async def post():
+        resp = await client.post("/api/transcribe", data=data)
+        return resp.status, resp.headers.get("Retry-After"), await resp.json()
+
+    results = await asyncio.gather(*(post() for _ in range(UPLOADS_AT_ONCE + 2)))
+    statuses = sorted(status for status, _, _ in results)
+    assert statuses == [200] * UPLOADS_AT_ONCE + [429, 429], results
+    for status, retry_after, body in results:
+        if status == 429:
+            assert body["error"]["code"] == "busy" and int(retry_after) > 0
+    resp = await client.post("/api/transcribe", data=data)  # the slots are free again
+    assert resp.status == 200

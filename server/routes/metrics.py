@@ -8,6 +8,9 @@ What is counted, and where the numbers come from:
   aiortc sender spends encoding + packetising a frame before it asks for the next, `total` = a frame's
   whole stay in the server: taken off the camera track → encoded and sent.
 - `speakdraw_transcripts_total`: final transcripts sent to the page.
+- `speakdraw_speech_latency_seconds{stage}`: per final, end of voiced audio → sent: `eos` (the silence rule),
+  `wait` (speech thread busy), `decode` (Whisper), `send`, `total`; `speakdraw_speech_dropped_seconds_total`:
+  live call audio skipped because the speech thread was behind.
 - `speakdraw_errors_total{code}`: every error the server reports, by its DESIGN.md code: JSON error
   responses (HTTP), `error` messages on the control channel, and `pipeline_error` for failed frames.
 
@@ -54,6 +57,15 @@ class Metrics:
             registry=r,
         )
         self.transcripts = Counter("speakdraw_transcripts", "Final transcripts sent", registry=r)
+        # Speech (server/call_speech.py): end of voiced audio → final, by stage; live audio dropped.
+        self.speech_latency = Histogram(
+            "speakdraw_speech_latency_seconds",
+            "Per final transcript: eos (silence rule), wait (speech thread), decode, send, total",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.speech_dropped_s = Counter("speakdraw_speech_dropped_seconds", "Live audio skipped, behind", registry=r)
         self.errors = Counter("speakdraw_errors", "Errors reported to clients, by code", ["code"], registry=r)
         self._stage = {stage: self.latency.labels(stage=stage) for stage in STAGES}
 
@@ -76,6 +88,14 @@ class Metrics:
         self.frames_out.inc()
         self._stage["encode"].observe(encode_ms / 1000.0)
         self._stage["total"].observe(total_ms / 1000.0)
+
+    # ---- AudioListener (server/call_speech.py): on the event loop ---------------------------
+    def speech_final(self, stages_ms: dict[str, float]) -> None:
+        for stage, value in stages_ms.items():
+            self.speech_latency.labels(stage=stage).observe(value / 1000.0)
+
+    def speech_dropped(self, seconds: float) -> None:
+        self.speech_dropped_s.inc(seconds)
 
     # ---- Session.send ----------------------------------------------------------------------
     def message_sent(self, message: dict[str, Any]) -> None:

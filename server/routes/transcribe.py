@@ -4,70 +4,38 @@ The body is a multipart form with a `file` field, or the raw file. It is read in
 chunks and refused (413) as soon as it passes the upload limit
 (`config.max_upload_bytes`, default 10 MB) — never buffered whole first. PyAV
 decodes whatever FFmpeg can (wav, ogg/opus, webm, mp3, flac, m4a...) to 16 kHz mono;
-decoding and Whisper both run in the default executor, never on the event loop, and
-the STT model is shared (and serialised) with the live calls.
+decoding (`server/pcm.py`, the server's one PCM path) and Whisper both run on the
+`speakdraw-io` thread, never on the event loop, and the STT model is shared (and serialised) with the live calls.
+
+Live speech has priority: an upload transcribes as background work (`background=True`:
+it waits while a call's speech waits, and gives the model back after each 30 s
+window). Uploads are capped: `UPLOADS_AT_ONCE` (2) in progress — one transcribing,
+one waiting — per app (`AppState.uploads_in_progress`); one more gets 429 `busy` with
+`Retry-After`. Audio is at most `config.max_transcribe_s` (default 600 s) long.
 
 Response: `{"text", "language", "duration_s", "latency_s", "segments": [...]}`.
 Errors: 400 `empty_file` / `empty_audio`, 413 `too_large` / `too_long`, 415
-`unsupported_media_type` (not audio), 503 `stt_unavailable` (`--stt off`).
+`unsupported_media_type` (not audio), 429 `busy`, 503 `stt_unavailable` (`--stt off`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
+import functools
 import time
 from typing import Any
 
-import av
-import numpy as np
 from aiohttp import web
 
 from server.errors import json_error
-from server.state import STATE
+from server.pcm import NotAudio, TooLong, decode_audio
+from server.state import STATE, AppState
 from server.uploads import Refused, read_upload
 from speakdraw.speech.guard import rejection
-from speakdraw.speech.stt import Transcript
+from speakdraw.speech.stt import SpeechToText, Transcript
 
-MAX_DURATION_S = 600.0
-
-
-class NotAudio(Exception):
-    pass
-
-
-class TooLong(Exception):
-    pass
-
-
-def decode_audio(data: bytes, max_duration_s: float = MAX_DURATION_S) -> np.ndarray:
-    """Any FFmpeg-readable audio → float32 mono 16 kHz. Raises NotAudio / TooLong."""
-    try:
-        container = av.open(io.BytesIO(data), mode="r")
-    except (av.FFmpegError, ValueError, OSError) as exc:
-        raise NotAudio(f"not a readable audio file ({type(exc).__name__})") from exc
-    with container:
-        if not container.streams.audio:
-            raise NotAudio("the file has no audio stream")
-        stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=16000)
-        chunks: list[np.ndarray] = []
-        total = 0
-        try:
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    chunk = out.to_ndarray().reshape(-1)
-                    chunks.append(chunk)
-                    total += len(chunk)
-                if total > max_duration_s * 16000:
-                    raise TooLong(f"audio longer than {max_duration_s:g} s")
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
-        except (av.FFmpegError, ValueError) as exc:
-            if not chunks:
-                raise NotAudio(f"cannot decode the audio ({type(exc).__name__})") from exc
-            # a truncated file: keep what decoded
-    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+UPLOADS_AT_ONCE = 2  # one transcribing, one queued behind it
+RETRY_AFTER_S = 10
 
 
 def _keep(transcript: Transcript) -> list[dict[str, Any]]:
@@ -89,10 +57,22 @@ def _keep(transcript: Transcript) -> list[dict[str, Any]]:
 
 async def transcribe_handler(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    limit = state.config.max_upload_bytes
     stt = state.stt
     if stt is None:
         return json_error(503, "stt_unavailable", "speech-to-text is off or still loading on this server")
+    if state.uploads_in_progress >= UPLOADS_AT_ONCE:
+        response = json_error(429, "busy", f"{UPLOADS_AT_ONCE} transcriptions are already in progress; retry later")
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response
+    state.uploads_in_progress += 1
+    try:
+        return await _transcribe(request, state, stt)
+    finally:
+        state.uploads_in_progress -= 1
+
+
+async def _transcribe(request: web.Request, state: AppState, stt: SpeechToText) -> web.Response:
+    limit, max_s = state.config.max_upload_bytes, state.config.max_transcribe_s
     try:
         data = await read_upload(request, limit, "an audio file")
     except Refused as exc:
@@ -102,7 +82,7 @@ async def transcribe_handler(request: web.Request) -> web.Response:
     start = time.perf_counter()
     loop = asyncio.get_running_loop()
     try:
-        audio = await loop.run_in_executor(state.workers.io, decode_audio, data)
+        audio = await loop.run_in_executor(state.workers.io, decode_audio, data, max_s)
     except NotAudio as exc:
         return json_error(415, "unsupported_media_type", f"{exc}; send wav, ogg/opus, webm or mp3")
     except TooLong as exc:
@@ -110,7 +90,9 @@ async def transcribe_handler(request: web.Request) -> web.Response:
     if len(audio) < 160:  # under 10 ms
         return json_error(400, "empty_audio", "the file holds no audio samples")
     try:
-        transcript = await loop.run_in_executor(state.workers.io, stt.transcribe, audio)
+        transcript = await loop.run_in_executor(
+            state.workers.io, functools.partial(stt.transcribe, audio, background=True)
+        )
     except Exception as exc:  # a model failure is the server's fault, but must not look like a crash
         return json_error(500, "stt_failed", f"transcription failed: {type(exc).__name__}: {exc}")
     segments = _keep(transcript)

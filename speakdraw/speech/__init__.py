@@ -6,12 +6,13 @@ No aiohttp/aiortc/av here; `server/call_speech.py` feeds `Transcriber` from the 
 from speakdraw.speech.audio import SAMPLE_RATE, Resampler, resample
 from speakdraw.speech.commands import Interpretation, interpret
 from speakdraw.speech.guard import rejection
-from speakdraw.speech.segmenter import SegmenterOptions, UtteranceSegmenter
+from speakdraw.speech.segmenter import SegmenterOptions, UtteranceEvent, UtteranceSegmenter
 from speakdraw.speech.stt import (
     FasterWhisperSTT,
     OpenAIWhisperSTT,
     SpeechToText,
     STTUnavailable,
+    TextSegment,
     Transcript,
     load_stt,
 )
@@ -20,7 +21,6 @@ from speakdraw.speech.transcriber import (
     Transcriber,
     TranscriberOptions,
     TranscriptEvent,
-    default_worker,
 )
 from speakdraw.speech.vad import SileroVAD
 
@@ -37,10 +37,11 @@ __all__ = [
     "SpeechWorker",
     "Transcriber",
     "TranscriberOptions",
+    "TextSegment",
     "Transcript",
     "TranscriptEvent",
+    "UtteranceEvent",
     "UtteranceSegmenter",
-    "default_worker",
     "interpret",
     "load_stt",
     "rejection",

@@ -4,7 +4,10 @@ An utterance starts at the first window whose speech probability reaches `thresh
 (with `pre_roll_ms` of audio kept from before it, so the first phoneme is not
 clipped) and ends once `end_silence_ms` of windows in a row fall below
 `neg_threshold` — the end-of-speech silence rule; windows between the two thresholds
-count as speech (hysteresis). The end keeps `post_roll_ms` of that silence. An
+count as speech (hysteresis). The rule adapts: `end_silence_ms` (short, 300 ms) until
+the person has paused inside the utterance (a silent run of `pause_ms` or more, then
+speech again), `end_silence_after_pause_ms` from then on (someone who pauses
+mid-sentence gets more time to go on). The end keeps `post_roll_ms` of that silence. An
 utterance with less than `min_speech_ms` of speech is discarded (a cough, a click);
 one longer than `max_utterance_s` is cut there, so a monologue still gets finals.
 Pure logic, no model: unit-testable with made-up probabilities.
@@ -27,7 +30,9 @@ WINDOW_MS = WINDOW * 1000 / SAMPLE_RATE
 class SegmenterOptions:
     threshold: float = 0.5
     neg_threshold: float = 0.35
-    end_silence_ms: float = 500.0
+    end_silence_ms: float = 300.0
+    end_silence_after_pause_ms: float = 500.0
+    pause_ms: float = 160.0
     min_speech_ms: float = 200.0
     pre_roll_ms: float = 300.0
     post_roll_ms: float = 200.0
@@ -35,7 +40,7 @@ class SegmenterOptions:
 
 
 @dataclass
-class Segment:
+class UtteranceEvent:
     """What `push` reports: `kind` is 'start', 'end' (audio = the utterance) or 'discard'."""
 
     kind: str
@@ -43,6 +48,7 @@ class Segment:
     audio: np.ndarray | None = None
     speech_s: float = 0.0
     reason: str = ""
+    speech_end: int = 0  # 'end': samples into the utterance where the closing silence began
 
 
 def _windows(ms: float) -> int:
@@ -57,6 +63,7 @@ class UtteranceSegmenter:
         self._speaking = False
         self._silence_run = 0
         self._voiced = 0
+        self._paused = False  # a pause inside this utterance was seen: the longer end rule applies
         self._next_id = 0
         self.utterance = -1  # id of the current (or last) utterance
 
@@ -79,10 +86,21 @@ class UtteranceSegmenter:
         return self._silence_run * WINDOW_MS
 
     @property
+    def end_rule_ms(self) -> float:
+        """The silence that ends the current utterance now (adaptive, see the module doc)."""
+        o = self.options
+        return max(o.end_silence_ms, o.end_silence_after_pause_ms) if self._paused else o.end_silence_ms
+
+    @property
+    def speech_end(self) -> int:
+        """Samples into the current utterance where the present silence began (= current_samples while talking)."""
+        return (len(self._audio) - self._silence_run) * WINDOW
+
+    @property
     def current_samples(self) -> int:
         return len(self._audio) * WINDOW
 
-    def push(self, window: np.ndarray, prob: float) -> list[Segment]:
+    def push(self, window: np.ndarray, prob: float) -> list[UtteranceEvent]:
         """One 512-sample window and its speech probability → what happened."""
         o = self.options
         if not self._speaking:
@@ -94,33 +112,39 @@ class UtteranceSegmenter:
                 self._pre_roll.clear()
                 self._silence_run = 0
                 self._voiced = 1
-                return [Segment("start", self.utterance)]
+                self._paused = False
+                return [UtteranceEvent("start", self.utterance)]
             self._pre_roll.append(window)
             return []
         self._audio.append(window)
         if prob >= o.threshold:
             self._voiced += 1
-        self._silence_run = self._silence_run + 1 if prob < o.neg_threshold else 0
-        if self._silence_run >= max(1, _windows(o.end_silence_ms)):
+        if prob < o.neg_threshold:
+            self._silence_run += 1
+        else:
+            if self._silence_run >= max(1, _windows(o.pause_ms)):
+                self._paused = True
+            self._silence_run = 0
+        if self._silence_run >= max(1, _windows(self.end_rule_ms)):
             trim = max(0, self._silence_run - _windows(o.post_roll_ms))
             return [self._finish(trim, "silence")]
         if len(self._audio) * WINDOW >= o.max_utterance_s * SAMPLE_RATE:
             return [self._finish(0, "max_length")]
         return []
 
-    def flush(self) -> list[Segment]:
+    def flush(self) -> list[UtteranceEvent]:
         """End the current utterance now (the stream stopped)."""
         if not self._speaking:
             return []
         return [self._finish(max(0, self._silence_run - _windows(self.options.post_roll_ms)), "flush")]
 
-    def _finish(self, trim_windows: int, reason: str) -> Segment:
+    def _finish(self, trim_windows: int, reason: str) -> UtteranceEvent:
         audio = self._audio[: len(self._audio) - trim_windows] if trim_windows else self._audio
-        speech_s = self.speech_s
+        speech_s, speech_end = self.speech_s, self.speech_end
         self._speaking = False
         self._audio = []
         self._silence_run = 0
         self._voiced = 0
         if speech_s * 1000.0 < self.options.min_speech_ms:
-            return Segment("discard", self.utterance, speech_s=speech_s, reason="too_short")
-        return Segment("end", self.utterance, np.concatenate(audio), speech_s=speech_s, reason=reason)
+            return UtteranceEvent("discard", self.utterance, speech_s=speech_s, reason="too_short")
+        return UtteranceEvent("end", self.utterance, np.concatenate(audio), speech_s, reason, speech_end)

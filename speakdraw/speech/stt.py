@@ -9,16 +9,22 @@ Transcript`. Two engines:
 - `openai-whisper`: the reference PyTorch implementation. `model` is a `.pt` path or a
   size name (registry `openai-whisper-<size>`, else whisper's own download).
 
-Both serialise calls with a lock: the per-call speech worker and `/api/transcribe`
-share one model, and running them one at a time keeps CPU use bounded.
+Both serialise calls with a `PriorityLock`: the per-call speech worker and
+`/api/transcribe` share one model, and running them one at a time keeps CPU use
+bounded. Live speech goes first: a `background=True` transcription (an upload) waits
+while live work waits, and faster-whisper gives the lock back after each 30 s window
+of the file, so a long upload never holds the calls' speech back by more than one window.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -26,11 +32,46 @@ from typing import Protocol
 import numpy as np
 
 from speakdraw.speech.audio import SAMPLE_RATE
+from speakdraw.speech.priority import SPEECH_NICE, thread_nice
 
 log = logging.getLogger(__name__)
 
 STT_KINDS = ("faster-whisper", "openai-whisper", "off")
 DEFAULT_MODELS = {"faster-whisper": "tiny.en", "openai-whisper": "tiny"}
+# Whisper's encoder costs the same for 3 s of speech as for 30 s, because the features are
+# padded to 30 s (tiny.en int8, one thread, here: 0.52 s of a 0.6 s decode). CTranslate2
+# takes shorter inputs; a 10 s window encodes in ~0.05 s and, decoded with timestamps
+# (the model marks where the speech ends), keeps its accuracy on short utterances.
+WINDOW_S = 10.0
+MAX_TOKENS_PER_S = 8  # beyond this, a windowed decode is looping
+
+
+class PriorityLock:
+    """A mutex where waiting live work (`background=False`) always goes before background work."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._held = False
+        self._live_waiting = 0
+
+    @contextmanager
+    def hold(self, background: bool = False) -> Iterator[None]:
+        with self._cond:
+            if not background:
+                self._live_waiting += 1
+            try:
+                while self._held or (background and self._live_waiting):
+                    self._cond.wait()
+            finally:
+                if not background:
+                    self._live_waiting -= 1
+            self._held = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._held = False
+                self._cond.notify_all()
 
 
 class STTUnavailable(RuntimeError):
@@ -38,7 +79,9 @@ class STTUnavailable(RuntimeError):
 
 
 @dataclass
-class Segment:
+class TextSegment:
+    """One decoded stretch of text with Whisper's scores (not an utterance: see segmenter.UtteranceEvent)."""
+
     text: str
     start: float
     end: float
@@ -57,11 +100,15 @@ class Transcript:
     no_speech_prob: float = 0.0
     avg_logprob: float = 0.0
     compression_ratio: float = 1.0
-    segments: list[Segment] = field(default_factory=list)
+    segments: list[TextSegment] = field(default_factory=list)
     elapsed_s: float = 0.0
+    cut: bool = False  # windowed decode: text past the audio's end (a loop) was cut off
+    looped: bool = False  # windowed decode: the token limit ended it mid-stretch (it was looping)
 
     @classmethod
-    def from_segments(cls, segments: list[Segment], language: str, duration_s: float, elapsed_s: float) -> Transcript:
+    def from_segments(
+        cls, segments: list[TextSegment], language: str, duration_s: float, elapsed_s: float
+    ) -> Transcript:
         text = " ".join(s.text.strip() for s in segments if s.text.strip())
         if not segments:
             return cls("", language, duration_s, elapsed_s=elapsed_s)
@@ -82,8 +129,13 @@ class SpeechToText(Protocol):
     model_id: str
     device: str
 
-    def transcribe(self, audio: np.ndarray, *, fast: bool = False) -> Transcript:
-        """float32 mono 16 kHz, any length → text. `fast`: greedy decoding (partials)."""
+    def transcribe(self, audio: np.ndarray, *, fast: bool = False, background: bool = False) -> Transcript:
+        """float32 mono 16 kHz, any length → text. `fast`: greedy (partials); `background`: yield to live work."""
+
+    def transcribe_window(
+        self, audio: np.ndarray, *, beam_size: int = 1, prefix: str = "", window_s: float = WINDOW_S
+    ) -> Transcript:
+        """A short utterance decoded in a short window (cheap); `prefix` = words already agreed on."""
 
 
 def _pick_device(device: str) -> str:
@@ -128,19 +180,22 @@ class FasterWhisperSTT:
         self.path = resolve_faster_whisper(model)
         self.model_id = model
         self.beam_size = beam_size
-        self._model = WhisperModel(
-            str(self.path),
-            device=self.device,
-            compute_type=self.compute_type,
-            cpu_threads=cpu_threads if cpu_threads is not None else default_cpu_threads(),
-        )
+        with thread_nice(SPEECH_NICE):  # CTranslate2's compute thread starts here and keeps this priority
+            self._model = WhisperModel(
+                str(self.path),
+                device=self.device,
+                compute_type=self.compute_type,
+                cpu_threads=cpu_threads if cpu_threads is not None else default_cpu_threads(),
+            )
         self.language = language or ("en" if not self._model.model.is_multilingual else None)
-        self._lock = threading.Lock()
+        self._lock = PriorityLock()
 
-    def transcribe(self, audio: np.ndarray, *, fast: bool = False) -> Transcript:
+    def transcribe(self, audio: np.ndarray, *, fast: bool = False, background: bool = False) -> Transcript:
         audio = _as_audio(audio)
-        with self._lock:
-            start = time.perf_counter()
+        start = time.perf_counter()
+        # Features for the whole file are computed here; the model itself only runs (in the lock)
+        # to detect the language, which a known language skips.
+        with self._lock.hold(background) if self.language is None else contextlib.nullcontext():
             segments, info = self._model.transcribe(
                 audio,
                 language=self.language,
@@ -150,12 +205,88 @@ class FasterWhisperSTT:
                 without_timestamps=True,
                 vad_filter=False,  # our own VAD already cut the utterance
             )
-            segs = [
-                Segment(s.text, s.start, s.end, s.no_speech_prob, s.avg_logprob, s.compression_ratio)
-                for s in segments  # a generator: decoding happens here, inside the lock
-            ]
-            elapsed = time.perf_counter() - start
+        segs: list[TextSegment] = []
+        while True:  # a generator: each step decodes one 30 s window, inside the lock
+            with self._lock.hold(background):
+                s = next(segments, None)
+            if s is None:
+                break
+            segs.append(TextSegment(s.text, s.start, s.end, s.no_speech_prob, s.avg_logprob, s.compression_ratio))
+        elapsed = time.perf_counter() - start
         return Transcript.from_segments(segs, info.language, len(audio) / SAMPLE_RATE, elapsed)
+
+    def transcribe_window(
+        self, audio: np.ndarray, *, beam_size: int = 1, prefix: str = "", window_s: float = WINDOW_S
+    ) -> Transcript:
+        """Decode `audio` padded to a `window_s` window (not 30 s), with timestamps, forcing `prefix`.
+
+        Why timestamps: in a short window Whisper does not stop after the speech but
+        repeats it; with timestamps it marks where each stretch ends, and every token
+        after a timestamp past the audio's end is dropped (`cut=True`). Audio longer
+        than the window minus 1 s goes to the ordinary 30 s `transcribe`.
+        """
+        from faster_whisper.transcribe import get_compression_ratio, get_ctranslate2_storage
+
+        audio = _as_audio(audio)
+        duration = len(audio) / SAMPLE_RATE
+        window = max(window_s, np.ceil(duration + 1.0))
+        if window > 30.0:
+            return self.transcribe(audio, fast=beam_size == 1)
+        padded = np.zeros(int(window * SAMPLE_RATE), np.float32)
+        padded[: len(audio)] = audio
+        tokenizer = self._tokenizer()
+        prompt = list(tokenizer.sot_sequence)
+        prefix = prefix.strip()
+        prefix_ids = tokenizer.encode(" " + prefix) if prefix else []
+        if prefix_ids:
+            prompt += [tokenizer.timestamp_begin, *prefix_ids]
+        with self._lock.hold():
+            start = time.perf_counter()
+            features = self._model.feature_extractor(padded)[:, :-1]
+            result = self._model.model.generate(
+                get_ctranslate2_storage(np.ascontiguousarray(features[None])),
+                [prompt],
+                beam_size=beam_size,
+                max_length=min(self._model.max_length, len(prompt) + int(duration * MAX_TOKENS_PER_S) + 8),
+                return_scores=True,
+                return_no_speech_prob=True,
+                suppress_blank=not prefix_ids,
+                suppress_tokens=[-1],
+                max_initial_timestamp_index=50,
+            )[0]
+            elapsed = time.perf_counter() - start
+        ids = result.sequences_ids[0]
+        text_ids, pending, cut = [], [], False
+        for token in ids:
+            if token >= tokenizer.timestamp_begin:
+                if (token - tokenizer.timestamp_begin) * 0.02 > duration + 0.3:
+                    cut = True
+                    break
+                text_ids += pending
+                pending = []
+            elif token < tokenizer.eot:
+                pending.append(token)
+        # Text with no closing timestamp, not cut at the audio's end: the token limit stopped it (a loop).
+        looped = bool(pending) and not cut
+        if pending and not text_ids:
+            text_ids = pending
+        cut = cut or looped
+        text = tokenizer.decode(text_ids).strip()  # CTranslate2 returns the forced prefix with the rest
+        avg_logprob = result.scores[0] * len(ids) / (len(ids) + 1) if ids else 0.0
+        segment = TextSegment(
+            text, 0.0, duration, result.no_speech_prob, avg_logprob, get_compression_ratio(text) if text else 0.0
+        )
+        transcript = Transcript.from_segments([segment] if text else [], "en", duration, elapsed)
+        transcript.cut, transcript.looped = cut, looped
+        return transcript
+
+    def _tokenizer(self):
+        from faster_whisper.tokenizer import Tokenizer
+
+        if getattr(self, "_tok", None) is None:
+            multilingual = self._model.model.is_multilingual
+            self._tok = Tokenizer(self._model.hf_tokenizer, multilingual, task="transcribe", language=self.language)
+        return self._tok
 
 
 class OpenAIWhisperSTT:
@@ -178,13 +309,13 @@ class OpenAIWhisperSTT:
 
             self._model = whisper.load_model(model, device=self.device, download_root=str(weights.home() / "whisper"))
         self.language = language or ("en" if not self._model.is_multilingual else None)
-        self._lock = threading.Lock()
+        self._lock = PriorityLock()
 
-    def transcribe(self, audio: np.ndarray, *, fast: bool = False) -> Transcript:
+    def transcribe(self, audio: np.ndarray, *, fast: bool = False, background: bool = False) -> Transcript:
         import torch
 
         audio = _as_audio(audio)
-        with self._lock, torch.inference_mode():
+        with self._lock.hold(background), torch.inference_mode():
             start = time.perf_counter()
             result = self._model.transcribe(
                 audio,
@@ -198,10 +329,16 @@ class OpenAIWhisperSTT:
             )
             elapsed = time.perf_counter() - start
         segs = [
-            Segment(s["text"], s["start"], s["end"], s["no_speech_prob"], s["avg_logprob"], s["compression_ratio"])
+            TextSegment(s["text"], s["start"], s["end"], s["no_speech_prob"], s["avg_logprob"], s["compression_ratio"])
             for s in result.get("segments", [])
         ]
         return Transcript.from_segments(segs, result.get("language") or "", len(audio) / SAMPLE_RATE, elapsed)
+
+    def transcribe_window(
+        self, audio: np.ndarray, *, beam_size: int = 1, prefix: str = "", window_s: float = WINDOW_S
+    ) -> Transcript:
+        """openai-whisper needs its 30 s window (its positional embedding is fixed): the ordinary decode."""
+        return self.transcribe(audio, fast=beam_size == 1)
 
 
 def resolve_faster_whisper(model: str) -> Path:
