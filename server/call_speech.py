@@ -25,7 +25,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
@@ -48,13 +48,21 @@ log = logging.getLogger(__name__)
 DROPPED_NOTICE_EVERY_S = 10.0
 
 
+class SpeechObserver(Protocol):
+    """Metrics hooks for speech (server/routes/metrics.py implements them)."""
+
+    def speech_final(self, stages_ms: dict[str, float]) -> None: ...
+
+    def speech_dropped(self, seconds: float) -> None: ...
+
+
 class AudioListener:
     def __init__(
         self,
         track: MediaStreamTrack,
         transcriber: Transcriber | None,
         on_event: Callable[[TranscriptEvent], Any] | None = None,
-        observer: Any = None,
+        observer: SpeechObserver | None = None,
         notify: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         """`transcriber=None` builds nothing yet: use `attach()` (the factory needs `self.deliver` first)."""
@@ -118,7 +126,7 @@ class AudioListener:
     def _report_dropped(self) -> None:
         """Live audio the speech thread could not keep up with: count it, tell the caller (at most every 10 s)."""
         total = self.transcriber.stats["dropped_s"]
-        if self.observer is not None and hasattr(self.observer, "speech_dropped"):
+        if self.observer is not None:
             self.observer.speech_dropped(total - self._dropped_s)
         self._dropped_s = total
         now = time.monotonic()
@@ -172,7 +180,7 @@ class AudioListener:
         stages["send"] = max(0.0, time.monotonic() - event.emitted_at) * 1000.0
         stages["total"] = event.latency_s * 1000.0 + stages["send"]
         self.last_speech_ms = {k: round(v, 1) for k, v in stages.items()}
-        if self.observer is not None and hasattr(self.observer, "speech_final"):
+        if self.observer is not None:
             self.observer.speech_final(stages)
 
     def speech_stats(self) -> dict[str, Any]:
@@ -239,12 +247,10 @@ class SpeechListenerFactory:
         options = options if options is not None else speech_options()
         self.stt, self.vad, self.worker, self.options, self.on_event = stt, vad, worker, options, on_event
 
-    def __call__(self, session: Any, track: MediaStreamTrack) -> AudioListener:
+    def __call__(self, session: Any, track: MediaStreamTrack, observer: SpeechObserver | None = None) -> AudioListener:
+        """A listener for `session`'s mic `track` (the session needs `send`; see `apply_transcript`)."""
         on_event = self.on_event
-        observer = getattr(getattr(session, "state", None), "observer", None)  # server.metrics, when set up
-        listener = AudioListener(
-            track, None, lambda event: on_event(session, event), observer, getattr(session, "send", None)
-        )
+        listener = AudioListener(track, None, lambda event: on_event(session, event), observer, session.send)
         listener.attach(Transcriber(self.stt, self.vad, listener.deliver, worker=self.worker, options=self.options))
         return listener
 

@@ -135,7 +135,7 @@ class Session:
                 await track.recv()
         except MediaStreamError:
             return
-        self.audio = self.state.speech_factory(self, track)
+        self.audio = self.state.speech_factory(self, track, self.state.observer)
         self.audio.start()
 
     async def _drain(self, track: MediaStreamTrack) -> None:
@@ -278,8 +278,8 @@ class Session:
         if p is None:
             return {"type": "stats", "fps_in": 0.0, "fps_out": 0.0, "dropped": 0, "latency_ms": {}, "queue_age_ms": 0}
         s = p.stats
-        speech = getattr(self.audio, "speech_stats", None)  # server/call_speech.py: speech_ms, speech_dropped_s
-        return (speech() if speech is not None else {}) | {
+        speech = self.audio.speech_stats() if self.audio is not None else {}  # speech_ms, speech_dropped_s
+        return speech | {
             "type": "stats",
             "fps_in": round(s.fps_in.rate(), 2),
             "fps_out": round(s.fps_out.rate(), 2),

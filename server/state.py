@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiohttp import web
 from aiortc import MediaStreamTrack
 
+from server.call_speech import SpeechObserver
 from server.capacity import CapacityOptions
 from server.config import ServerConfig
 from server.resume import ResumeStore
@@ -33,13 +34,13 @@ if TYPE_CHECKING:  # typing only: session.py takes an AppState, it does not impo
 log = logging.getLogger(__name__)
 
 
-class Observer(VideoObserver, Protocol):
+class Observer(VideoObserver, SpeechObserver, Protocol):
     """Metrics hooks a session calls (server/routes/metrics.py implements them)."""
 
     def message_sent(self, message: dict[str, Any]) -> None: ...
 
 
-SpeechFactory = Callable[["Session", MediaStreamTrack], "AudioListener"]
+SpeechFactory = Callable[["Session", MediaStreamTrack, Observer | None], "AudioListener"]
 
 
 class AppState:

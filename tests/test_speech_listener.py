@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import types
 
 import numpy as np
 import pytest
@@ -92,8 +93,7 @@ async def test_a_finals_stage_times_reach_stats_and_metrics():
     """Issue 16: per-final stages (eos, wait, decode from the speech thread; send here) → stats + /metrics."""
     import time
 
-    from server.metrics import Metrics
-
+    from server.routes.metrics import Metrics
     from speakdraw.speech import TranscriptEvent
 
     metrics = Metrics()
@@ -133,7 +133,8 @@ async def test_the_app_owns_the_speech_thread_and_stops_it_on_shutdown(stt):
         await asyncio.wait_for(app[LOAD_TASK], 120)
         factory = app[STATE].speech_factory
         assert factory is not None and factory.worker is not None
-        factory.worker.submit(factory(None, RemoteStreamTrack(kind="audio")).transcriber)  # start its thread
+        caller = types.SimpleNamespace(send=lambda message: None)  # what a listener needs of a session
+        factory.worker.submit(factory(caller, RemoteStreamTrack(kind="audio")).transcriber)  # start its thread
         await asyncio.sleep(0.1)
         assert factory.worker.alive
     finally:
