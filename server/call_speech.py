@@ -259,15 +259,7 @@ class SpeechListenerFactory:
         self.worker.close()
 
 
-def speech_listener_factory(
-    stt: SpeechToText,
-    vad: SileroVAD,
-    worker: SpeechWorker,
-    options: TranscriberOptions | None = None,
-    on_event: Callable[[Any, TranscriptEvent], Any] = apply_transcript,
-) -> SpeechListenerFactory:
-    """The per-session listener factory; `worker` is the caller's speech thread (`.worker` on the result)."""
-    return SpeechListenerFactory(stt, vad, worker, options, on_event)
+speech_listener_factory = SpeechListenerFactory  # `speech_listener_factory(stt, vad, worker)`: the name callers use
 
 
 LEGACY_OPTIONS = TranscriberOptions(

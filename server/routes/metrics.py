@@ -33,6 +33,10 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.
 STAGES = ("matte", "diffuse", "encode", "total")
 
 
+def _by_stage(registry: CollectorRegistry, name: str, documentation: str) -> Histogram:
+    return Histogram(name, documentation, ["stage"], buckets=LATENCY_BUCKETS, registry=registry)
+
+
 class Metrics:
     """The app's metrics and the hooks that move them (VideoObserver of server/tracks.py, Session.send)."""
 
@@ -49,21 +53,17 @@ class Metrics:
             "speakdraw_frames_dropped", "Camera frames replaced unprocessed (model slower than camera)", registry=r
         )
         self.mjpeg_frames = Counter("speakdraw_mjpeg_frames_encoded", "JPEG encodes for MJPEG/snapshots", registry=r)
-        self.latency = Histogram(
+        self.latency = _by_stage(
+            r,
             "speakdraw_stage_latency_seconds",
             "Per-frame latency by stage: matte, diffuse, encode (WebRTC encode+send), total (in server)",
-            ["stage"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
         )
         self.transcripts = Counter("speakdraw_transcripts", "Final transcripts sent", registry=r)
         # Speech (server/call_speech.py): end of voiced audio → final, by stage; live audio dropped.
-        self.speech_latency = Histogram(
+        self.speech_latency = _by_stage(
+            r,
             "speakdraw_speech_latency_seconds",
             "Per final transcript: eos (silence rule), wait (speech thread), decode, send, total",
-            ["stage"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
         )
         self.speech_dropped_s = Counter("speakdraw_speech_dropped_seconds", "Live audio skipped, behind", registry=r)
         self.errors = Counter("speakdraw_errors", "Errors reported to clients, by code", ["code"], registry=r)

@@ -50,15 +50,11 @@ SD_TURBO_SCHEDULER: dict[str, Any] = {
 }
 
 # SD 2.1-base UNet, which SD-Turbo distils (unet/config.json).
-SD21_UNET: dict[str, Any] = {
+# What the SD 2.1 and SDXL UNets of the published configs share.
+_UNET_COMMON: dict[str, Any] = {
     "act_fn": "silu",
-    "attention_head_dim": [5, 10, 20, 20],
-    "block_out_channels": [320, 640, 1280, 1280],
     "center_input_sample": False,
-    "cross_attention_dim": 1024,
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
     "downsample_padding": 1,
-    "dual_cross_attention": False,
     "flip_sin_to_cos": True,
     "freq_shift": 0,
     "in_channels": 4,
@@ -66,11 +62,20 @@ SD21_UNET: dict[str, Any] = {
     "mid_block_scale_factor": 1,
     "norm_eps": 1e-05,
     "norm_num_groups": 32,
-    "only_cross_attention": False,
     "out_channels": 4,
     "sample_size": 64,
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
     "use_linear_projection": True,
+}
+
+SD21_UNET: dict[str, Any] = {
+    **_UNET_COMMON,
+    "attention_head_dim": [5, 10, 20, 20],
+    "block_out_channels": [320, 640, 1280, 1280],
+    "cross_attention_dim": 1024,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "dual_cross_attention": False,
+    "only_cross_attention": False,
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
 }
 
 # OpenCLIP ViT-H/14 text tower as SD 2.x ships it (penultimate layer kept: 23 layers).
@@ -143,29 +148,17 @@ SD15_SCHEDULER: dict[str, Any] = {**SD_TURBO_SCHEDULER, "timestep_spacing": "lea
 # lowest, cross-attention 2048 = CLIP ViT-L 768 + OpenCLIP bigG 1280, `text_time` added embedding:
 # pooled bigG embeds (1280) + 6 time ids x 256 = 2816).
 SDXL_UNET: dict[str, Any] = {
-    "act_fn": "silu",
+    **_UNET_COMMON,
     "addition_embed_type": "text_time",
     "addition_embed_type_num_heads": 64,
     "addition_time_embed_dim": 256,
     "attention_head_dim": [5, 10, 20],
     "block_out_channels": [320, 640, 1280],
-    "center_input_sample": False,
     "cross_attention_dim": 2048,
     "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-    "downsample_padding": 1,
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "in_channels": 4,
-    "layers_per_block": 2,
-    "mid_block_scale_factor": 1,
-    "norm_eps": 1e-05,
-    "norm_num_groups": 32,
-    "out_channels": 4,
     "projection_class_embeddings_input_dim": 2816,
-    "sample_size": 64,
     "transformer_layers_per_block": [1, 2, 10],
     "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
-    "use_linear_projection": True,
 }
 # text_encoder (CLIP ViT-L/14) and text_encoder_2 (OpenCLIP ViT-bigG/14, with projection) of SDXL
 CLIP_L_TEXT: dict[str, Any] = {

@@ -375,20 +375,7 @@ class Transcriber:
         self._spec = (key, transcript)
         self.stats["speculative"] += 1
         if not self._closed and o.partials and doubtful(transcript, seg.speech_s) is None:
-            self._partials_shown = True
-            self.stats["partials"] += 1
-            self._emit(
-                TranscriptEvent(
-                    seg.utterance,
-                    transcript.text,
-                    False,
-                    transcript.language,
-                    transcript.duration_s,
-                    transcript.elapsed_s,
-                    time.monotonic() - self._newest_fed,
-                    emitted_at=time.monotonic(),
-                )
-            )
+            self._emit_partial(seg.utterance, transcript)
         return True
 
     def _maybe_partial(self) -> None:
@@ -407,11 +394,14 @@ class Transcriber:
             return
         self._committed = max(self._committed, agreed_prefix(self._last_partial, transcript.text), key=len)
         self._last_partial = transcript.text
+        self._emit_partial(self._segmenter.utterance, transcript)
+
+    def _emit_partial(self, utterance: int, transcript: Transcript) -> None:
         self._partials_shown = True
         self.stats["partials"] += 1
         self._emit(
             TranscriptEvent(
-                self._segmenter.utterance,
+                utterance,
                 transcript.text,
                 False,
                 transcript.language,

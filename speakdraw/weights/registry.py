@@ -62,6 +62,31 @@ _SDXL_FILES = (
 )
 
 
+def _tiny_autoencoder(name: str, description: str) -> Weight:
+    """TAESD / TAESDXL: a diffusers AutoencoderTiny folder on the hub (madebyollin/NAME)."""
+    files = ("config.json", "diffusion_pytorch_model.safetensors")
+    return Weight(
+        name=name,
+        description=description,
+        licence="MIT",
+        sources=(
+            EnvPath(f"SPEAKDRAW_{name.upper()}_PATH"),
+            HubRepo(f"madebyollin/{name}", allow_patterns=files, required=files),
+        ),
+    )
+
+
+def _ip_adapter(name: str, description: str, env: str, member: str) -> Weight:
+    """An adapter file of h94/IP-Adapter (Apache-2.0)."""
+    return Weight(
+        name=name,
+        description=description,
+        licence="Apache-2.0",
+        filename=member.rsplit("/", 1)[-1],
+        sources=(EnvPath(env), HubRepo("h94/IP-Adapter", filename=member)),
+    )
+
+
 def _sdxl_entries() -> tuple[Weight, ...]:
     return (
         Weight(
@@ -77,28 +102,12 @@ def _sdxl_entries() -> tuple[Weight, ...]:
                 ),
             ),
         ),
-        Weight(
-            name="taesdxl",
-            description="Tiny AutoEncoder for SDXL (default decoder of sdxl-turbo: no fp16 overflow)",
-            licence="MIT",
-            sources=(
-                EnvPath("SPEAKDRAW_TAESDXL_PATH"),
-                HubRepo(
-                    "madebyollin/taesdxl",
-                    allow_patterns=("config.json", "diffusion_pytorch_model.safetensors"),
-                    required=("config.json", "diffusion_pytorch_model.safetensors"),
-                ),
-            ),
-        ),
-        Weight(
-            name="ip-adapter-sdxl",
-            description="IP-Adapter for SDXL UNets, ViT-H variant (image prompts on sdxl-turbo)",
-            licence="Apache-2.0",
-            filename="ip-adapter_sdxl_vit-h.safetensors",
-            sources=(
-                EnvPath("SPEAKDRAW_IP_ADAPTER_SDXL_PATH"),
-                HubRepo("h94/IP-Adapter", filename="sdxl_models/ip-adapter_sdxl_vit-h.safetensors"),
-            ),
+        _tiny_autoencoder("taesdxl", "Tiny AutoEncoder for SDXL (default decoder of sdxl-turbo: no fp16 overflow)"),
+        _ip_adapter(
+            "ip-adapter-sdxl",
+            "IP-Adapter for SDXL UNets, ViT-H variant (image prompts on sdxl-turbo)",
+            "SPEAKDRAW_IP_ADAPTER_SDXL_PATH",
+            "sdxl_models/ip-adapter_sdxl_vit-h.safetensors",
         ),
     )
 
@@ -114,19 +123,7 @@ def _build_registry() -> dict[str, Weight]:
                 HubRepo("stabilityai/sd-turbo", allow_patterns=_SD_FILES, required=("model_index.json",)),
             ),
         ),
-        Weight(
-            name="taesd",
-            description="Tiny AutoEncoder for SD (fast VAE, on by default; --no-taesd turns it off)",
-            licence="MIT",
-            sources=(
-                EnvPath("SPEAKDRAW_TAESD_PATH"),
-                HubRepo(
-                    "madebyollin/taesd",
-                    allow_patterns=("config.json", "diffusion_pytorch_model.safetensors"),
-                    required=("config.json", "diffusion_pytorch_model.safetensors"),
-                ),
-            ),
-        ),
+        _tiny_autoencoder("taesd", "Tiny AutoEncoder for SD (fast VAE, on by default; --no-taesd turns it off)"),
         Weight(
             name="rvm-mobilenetv3",
             description="Robust Video Matting, MobileNetV3 backbone, ONNX fp32 (human mode)",
@@ -167,15 +164,11 @@ def _build_registry() -> dict[str, Weight]:
             filename="silero_vad.onnx",
             sources=(EnvPath("SPEAKDRAW_VAD_PATH"), PackageFile("faster_whisper", "assets/silero_vad*.onnx")),
         ),
-        Weight(
-            name="ip-adapter-sd15",
-            description="IP-Adapter for SD 1.5-family UNets (image prompts)",
-            licence="Apache-2.0",
-            filename="ip-adapter_sd15.bin",
-            sources=(
-                EnvPath("SPEAKDRAW_IP_ADAPTER_PATH"),
-                HubRepo("h94/IP-Adapter", filename="models/ip-adapter_sd15.bin"),
-            ),
+        _ip_adapter(
+            "ip-adapter-sd15",
+            "IP-Adapter for SD 1.5-family UNets (image prompts)",
+            "SPEAKDRAW_IP_ADAPTER_PATH",
+            "models/ip-adapter_sd15.bin",
         ),
         Weight(
             name="ip-adapter-image-encoder",
