@@ -97,7 +97,7 @@ class CapacityModel:
             if frames >= 3:
                 per_frame = (cpu - cpu0) * 1000.0 / frames
                 old = self.cpu_ms_per_frame
-                self.cpu_ms_per_frame = per_frame if old is None else 0.5 * old + 0.5 * per_frame
+                self.cpu_ms_per_frame = per_frame if old is None else 0.8 * old + 0.2 * per_frame
             self._sample_at = (now, cpu, self._frames)
             if len(self._ages) >= 5:
                 ages = sorted(self._ages)
@@ -107,8 +107,8 @@ class CapacityModel:
                 target = self.options.wait_target_ms + step  # a frame may wait up to a whole step in the inbox
                 if p95 > target:
                     self.guard = max(0.2, self.guard * 0.8)
-                elif p95 < 0.6 * target:
-                    self.guard = min(1.0, self.guard * 1.1)
+                elif p95 < 0.4 * target:  # clearly fresh: probe upwards slowly (latency should stay flat)
+                    self.guard = min(1.0, self.guard * 1.05)
             self.version += 1
 
     # ---- estimates ------------------------------------------------------------------------

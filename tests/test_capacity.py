@@ -70,7 +70,7 @@ def test_cpu_bound_and_latency_guard():
         capacity.frame_age(10.0)
     clock.t = 3.0
     capacity.sample()
-    assert capacity.guard == pytest.approx(0.88)  # fresh again: eased back
+    assert capacity.guard == pytest.approx(0.84)  # fresh again: eased back, slowly
 
 
 def test_admission_floor():

@@ -95,7 +95,9 @@ def test_offline_page_serves_style_and_a_spoken_prompt_fades_to_its_style(media,
                 while time.monotonic() < deadline:
                     prompt = page.evaluate("() => window.speakdraw.state.current.prompt")
                     samples.append((time.monotonic(), red_minus_blue(_snapshot(server.base, session_id)), prompt))
-                    if "fire" in prompt.lower() and len([s for s in samples if "fire" in s[2].lower()]) > 40:
+                    fire = [rb for _, rb, p in samples if "fire" in p.lower()]
+                    # the fade is over when the picture has not changed for 3 s (frames come ~1-2 fps at 512²)
+                    if len(fire) > 40 and len({round(v, 1) for v in fire[-30:]}) == 1:
                         break
                     page.wait_for_timeout(100)
                 page.screenshot(path=str(artifacts_dir / "browser-style-fallback.png"), full_page=True)
