@@ -19,8 +19,9 @@ from speakdraw.speech.commands import COMMANDS, interpret, match_command
 from speakdraw.speech.guard import rejection
 from speakdraw.speech.segmenter import SegmenterOptions, UtteranceSegmenter
 from speakdraw.speech.stt import Transcript
-from speakdraw.speech.transcriber import SpeechWorker, Transcriber, TranscriberOptions
+from speakdraw.speech.transcriber import Transcriber, TranscriberOptions
 from speakdraw.speech.vad import WINDOW, SileroVAD
+from speakdraw.speech.worker import SpeechWorker
 from tests.speechdata import espeak, have_espeak, noise, silence
 
 needs_espeak = pytest.mark.skipif(not have_espeak(), reason="espeak-ng not installed")
@@ -340,7 +341,7 @@ def test_fast_final_and_careful_correction(vad, careful, window_text, logprob, e
 
 
 def test_local_agreement_commits_what_two_hypotheses_share():
-    from speakdraw.speech.transcriber import agreed_prefix
+    from speakdraw.speech.decode_policy import agreed_prefix
 
     assert agreed_prefix("", "paint my room") == ""
     assert agreed_prefix("Paint my room,", "paint my room like") == "paint my room"  # case/punctuation-blind

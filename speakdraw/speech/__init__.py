@@ -16,13 +16,9 @@ from speakdraw.speech.stt import (
     Transcript,
     load_stt,
 )
-from speakdraw.speech.transcriber import (
-    SpeechWorker,
-    Transcriber,
-    TranscriberOptions,
-    TranscriptEvent,
-)
+from speakdraw.speech.transcriber import Transcriber, TranscriberOptions, TranscriptEvent
 from speakdraw.speech.vad import SileroVAD
+from speakdraw.speech.worker import SpeechWorker
 
 __all__ = [
     "SAMPLE_RATE",

@@ -36,7 +36,6 @@ and counted (`stats["dropped_s"]`): live speech matters more than old speech.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections import deque
@@ -47,12 +46,12 @@ from typing import Any
 import numpy as np
 
 from speakdraw.speech.audio import SAMPLE_RATE, Resampler, to_float32
-from speakdraw.speech.commands import match_command
+from speakdraw.speech.decode_policy import agreed_prefix, doubtful, norm_words
 from speakdraw.speech.guard import rejection
-from speakdraw.speech.priority import SPEECH_NICE, set_thread_nice
 from speakdraw.speech.segmenter import SegmenterOptions, UtteranceEvent, UtteranceSegmenter
 from speakdraw.speech.stt import SpeechToText, Transcript
 from speakdraw.speech.vad import WINDOW, SileroVAD
+from speakdraw.speech.worker import SpeechWorker
 
 log = logging.getLogger(__name__)
 
@@ -98,101 +97,6 @@ class TranscriberOptions:
     # Start the fast final's decode once this much silence follows speech, while the end rule
     # still runs; if no speech came since, the end reuses it (0 = wait for the end rule).
     speculate_after_ms: float = 96.0
-
-
-def _norm_words(text: str) -> list[str]:
-    return re.sub(r"[^a-z0-9' ]", " ", text.lower()).split()
-
-
-def agreed_prefix(previous: str, current: str) -> str:
-    """Local agreement: the words `current` shares with `previous` from the start, minus its newest word.
-
-    The newest word may be cut mid-way by the end of the audio, so it is never committed.
-    Returned in `current`'s spelling, trailing punctuation dropped (a forced "house." would end the text).
-    """
-    words = current.split()
-    a, b = _norm_words(previous), [(_norm_words(w) or [""])[0] for w in words]
-    n = 0
-    while n < min(len(a), len(b), len(words) - 1) and a[n] == b[n] and b[n]:
-        n += 1
-    return " ".join(words[:n]).rstrip(".,!?;:")
-
-
-def doubtful(transcript: Transcript, speech_s: float) -> str | None:
-    """Why a fast (windowed) final should not be sent before the careful decode, or None."""
-    reason = rejection(transcript, speech_s)
-    if reason is not None:
-        return reason
-    # Windowed decodes score lower than 30 s ones on the same, correct text (espeak held-out
-    # set: -0.25 to -0.9 for right sentences), so "unsure" starts below the guard's own line.
-    if transcript.no_speech_prob > 0.5 or transcript.avg_logprob < -1.0:
-        return "unsure"
-    if transcript.looped:  # ran into the token limit: Whisper was repeating itself (speech-like noise does this)
-        return "looped"
-    # A command acts at once and cannot be corrected by a later prompt update, and short
-    # phrases are where the windowed decode errs most (tiny.en: "stop listening" heard as
-    # "start listening", which the 30 s decode gets right): commands wait for the careful decode.
-    if match_command(transcript.text) is not None:
-        return "command"
-    return None
-
-
-class SpeechWorker:
-    """One thread that serves every Transcriber in turn (round-robin, one drain each).
-
-    Its owner creates it and calls `close()` on shutdown: `close()` lets a transcription
-    in progress finish and joins the thread (a thread killed inside CTranslate2 at
-    interpreter exit aborts the process). There is no process-wide default.
-    """
-
-    def __init__(self, name: str = "speakdraw-speech") -> None:
-        self.name = name
-        self._ready: deque[Transcriber] = deque()
-        self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._stopped = False
-
-    def submit(self, transcriber: Transcriber) -> None:
-        with self._cond:
-            if self._stopped:
-                return
-            if transcriber not in self._ready:
-                self._ready.append(transcriber)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-                self._thread.start()
-            self._cond.notify()
-
-    def _run(self) -> None:
-        set_thread_nice(SPEECH_NICE)  # ahead of the video threads (priority.py)
-        while True:
-            with self._cond:
-                while not self._ready and not self._stopped:
-                    self._cond.wait()
-                if self._stopped:
-                    return
-                transcriber = self._ready.popleft()
-            try:
-                transcriber._work()
-            except Exception:  # one call's failure must not end speech for the others
-                log.exception("speech worker: transcriber failed")
-
-    def stop(self, timeout: float | None = 5.0) -> None:
-        with self._cond:
-            self._stopped = True
-            self._ready.clear()
-            self._cond.notify_all()
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-
-    def close(self, timeout: float | None = 5.0) -> None:
-        """Same as `stop()`: the name the server's worker registry calls."""
-        self.stop(timeout)
-
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
 
 class Transcriber:
@@ -304,7 +208,7 @@ class Transcriber:
             flush, self._flush = self._flush, False
         return chunks, flush
 
-    def _work(self) -> None:
+    def drain(self) -> None:
         try:
             self._process()
         finally:
@@ -469,7 +373,7 @@ class Transcriber:
                 self.stats["rejected"] += 1
                 log.info("utterance %d refused (%s): %r", utterance, reason, careful.text)
                 self._retract(utterance)
-        elif reason is not None or _norm_words(careful.text) != _norm_words(sent):
+        elif reason is not None or norm_words(careful.text) != norm_words(sent):
             self.stats["revisions"] += 1
             corrected = careful if reason is None else Transcript("", careful.language, careful.duration_s)
             self._send_final(utterance, corrected, {"decode": careful.elapsed_s * 1000.0}, 1)
