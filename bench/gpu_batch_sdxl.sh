@@ -23,18 +23,7 @@ if [ "${1:-}" = "--dry" ]; then
   LIMIT=120
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 else
-  if ! ls .whl/*.whl >/dev/null 2>&1; then
-    echo "no wheels in .whl/: make them as the header of this script says, and carry .whl" >&2
-    exit 2
-  fi
-  rm -rf /tmp/site && mkdir -p /tmp/site
-  if python3 -m pip --version >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 3
-  else  # no pip: a wheel is a zip; unpacking it is the install
-    for w in .whl/*.whl; do python3 -m zipfile -e "$w" /tmp/site || exit 3; done
-  fi
-  export PYTHONPATH="/tmp/site:$PWD"
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+  source bench/gpu_wheels.sh  # installs the carried wheels into /tmp/site, records the card
   BATCH=(--device cuda --dtype float16 --size 512 --steps 1 --frames 24 --rounds 6 --warmup 3)
   BATCH_SD=(--full-size sd)
   BATCH_SDXL=(--full-size sdxl)

@@ -25,11 +25,7 @@ if [ "${1:-}" = "--dry" ]; then
   DEVICE=cpu; MODEL=tiny; SIZE=128; ACCEL=(--acceleration none); SECONDS_PER=6; CALLS=(1 2 4)
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 else
-  ls .whl/*.whl >/dev/null 2>&1 || { echo "no wheels in .whl/ (see this script's header)" >&2; exit 2; }
-  rm -rf /tmp/site && mkdir -p /tmp/site
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 3
-  export PYTHONPATH="/tmp/site:$PWD"
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+  source bench/gpu_wheels.sh  # installs the carried wheels into /tmp/site, records the card
   DEVICE=cuda; MODEL=full-size; SIZE=512; ACCEL=(--acceleration compile --compile-mode reduce-overhead)
   SECONDS_PER=15; CALLS=(1 2 4 8)
 fi

@@ -28,21 +28,27 @@ def picture() -> np.ndarray:
     return np.kron(blocks, np.ones((10, 10, 1), np.uint8))[:90, :120]
 
 
-@pytest.fixture(scope="module")
-def predictions() -> dict[str, np.ndarray]:
+def predict(model: str, settings: dict) -> dict[str, np.ndarray]:
+    """What the seeded tiny `model` makes of the test pattern, without and with `picture()` as image prompt."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        engine = load_diffusion_engine(EngineOptions(engine="tiny", model="tiny-sd15", device="cpu"))
+        engine = load_diffusion_engine(EngineOptions(engine="tiny", model=model, device="cpu"))
         sent = pattern_frame(0, SIZE, SIZE)
-        plain = engine.new_session(Settings(**SETTINGS)).process(sent)
-        session = engine.new_session(Settings(**SETTINGS))
+        plain = engine.new_session(Settings(**settings)).process(sent)
+        session = engine.new_session(Settings(**settings))
         session.set_image_prompt(engine.encode_image_prompt(picture()))
         imaged = session.process(sent)
     finally:
         torch.set_num_threads(threads)
-    assert distance(plain, imaged) > 10  # the image prompt is plainly visible in the prediction
-    return {"plain": plain, "imaged": imaged}
+    return {"sent": sent, "plain": plain, "imaged": imaged}
+
+
+@pytest.fixture(scope="module")
+def predictions() -> dict[str, np.ndarray]:
+    predicted = predict("tiny-sd15", SETTINGS)
+    assert distance(predicted["plain"], predicted["imaged"]) > 10  # the image prompt is plainly visible
+    return predicted
 
 
 async def test_posted_image_prompt_changes_the_call_and_delete_restores_it(start_server, predictions):

@@ -206,18 +206,25 @@ def test_an_adapter_without_an_image_prompt_is_the_plain_model():
 # ----------------------------------------------------------------------------- faithful to diffusers
 
 
-def test_processors_compute_what_diffusers_ip_adapter_computes(engine):
-    """Same state dict through diffusers' own `_load_ip_adapter_weights` + `added_cond_kwargs` path."""
+def ours_and_diffusers(engine, scale: float) -> tuple:
+    """Two copies of the engine's UNet with the same tiny adapter: ours (`IPAdapter`, scale per call) and
+    diffusers' own `_load_ip_adapter_weights` path (scale set on its processors)."""
     encoder = tiny_image_encoder()
     state = tiny_adapter_state(engine.unet, encoder.config.projection_dim, seed=3)
     ours = copy.deepcopy(engine.components.unet)
     adapter = IPAdapter(ours, state, encoder, source="test")
     theirs = copy.deepcopy(engine.components.unet)
     theirs._load_ip_adapter_weights(state)
-    scale = 0.7
     for proc in theirs.attn_processors.values():
         if isinstance(proc, IPAdapterAttnProcessor2_0):
             proc.scale = scale
+    return ours, adapter, theirs
+
+
+def test_processors_compute_what_diffusers_ip_adapter_computes(engine):
+    """Same state dict through diffusers' own `_load_ip_adapter_weights` + `added_cond_kwargs` path."""
+    scale = 0.7
+    ours, adapter, theirs = ours_and_diffusers(engine, scale)
     g = torch.Generator().manual_seed(0)
     sample = torch.randn(2, 4, 8, 8, generator=g)
     text = torch.randn(2, 77, 32, generator=g)

@@ -9,23 +9,22 @@ from_pretrained; without weights `sdxl-turbo` falls back and says why.
 
 from __future__ import annotations
 
-import copy
 import time
 
 import numpy as np
 import pytest
 import torch
 from diffusers import EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline
-from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
 from PIL import Image
 
 from speakdraw.diffusion import DiffusionEngine, build_components, load_diffusion_engine
 from speakdraw.diffusion.architectures import SDXL_TURBO_SCHEDULER
 from speakdraw.diffusion.families import SDXL, detect_family
-from speakdraw.diffusion.ip_adapter import IPAdapter, tiny_adapter_state, tiny_image_encoder
+from speakdraw.diffusion.ip_adapter import tiny_adapter_state, tiny_image_encoder
 from speakdraw.diffusion.loading import LOADS, check_family
 from speakdraw.engines import EngineOptions, EngineUnavailable, load_engine
 from speakdraw.settings import Settings
+from tests.test_ip_adapter import ours_and_diffusers
 
 SIZE = 64
 
@@ -155,16 +154,8 @@ def test_matches_diffusers_sdxl_img2img_for_one_step(engine, cfg):
 
 def test_tiny_sdxl_adapter_matches_diffusers_ip_adapter_sdxl(engine):
     """Same state dict through diffusers' own `_load_ip_adapter_weights` + SDXL `added_cond_kwargs` path."""
-    encoder = tiny_image_encoder()
-    state = tiny_adapter_state(engine.unet, encoder.config.projection_dim, seed=3)
-    ours = copy.deepcopy(engine.components.unet)
-    adapter = IPAdapter(ours, state, encoder, source="test")
-    theirs = copy.deepcopy(engine.components.unet)
-    theirs._load_ip_adapter_weights(state)
     scale = 0.7
-    for proc in theirs.attn_processors.values():
-        if isinstance(proc, IPAdapterAttnProcessor2_0):
-            proc.scale = scale
+    ours, adapter, theirs = ours_and_diffusers(engine, scale)
     g = torch.Generator().manual_seed(0)
     sample = torch.randn(2, 4, 8, 8, generator=g)
     text = torch.randn(2, 77, 64, generator=g)

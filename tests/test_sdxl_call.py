@@ -16,39 +16,22 @@ import urllib.request
 import aiohttp
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from speakdraw.diffusion import load_diffusion_engine
-from speakdraw.engines import EngineOptions
-from speakdraw.settings import Settings
-from tests.rtc_client import RtcClient, pattern_frame
-from tests.test_diffusion_call import SETTINGS, SIZE, distance
+from tests.rtc_client import RtcClient
+from tests.test_diffusion_call import SETTINGS, distance
+from tests.test_image_prompt_call import picture, predict
 
 CALL_SETTINGS = {**SETTINGS, "ip_adapter_scale": 2.0}
 
 
-def picture() -> np.ndarray:
-    blocks = np.random.default_rng(1).integers(0, 256, (10, 13, 3), dtype=np.uint8)
-    return np.kron(blocks, np.ones((10, 10, 1), np.uint8))[:90, :120]
-
-
 @pytest.fixture(scope="module")
 def predictions() -> dict[str, np.ndarray]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        engine = load_diffusion_engine(EngineOptions(engine="tiny", model="tiny-sdxl", device="cpu"))
-        sent = pattern_frame(0, SIZE, SIZE)
-        plain = engine.new_session(Settings(**CALL_SETTINGS)).process(sent)
-        session = engine.new_session(Settings(**CALL_SETTINGS))
-        session.set_image_prompt(engine.encode_image_prompt(picture()))
-        imaged = session.process(sent)
-    finally:
-        torch.set_num_threads(threads)
+    predicted = predict("tiny-sdxl", CALL_SETTINGS)
+    plain, imaged, sent = predicted["plain"], predicted["imaged"], predicted["sent"]
     assert distance(plain, imaged) > 10  # the image prompt is plainly visible in the prediction
     assert distance(plain, sent) > 10  # and the frame is repainted at all
-    return {"sent": sent, "plain": plain, "imaged": imaged}
+    return predicted
 
 
 def closer(got: np.ndarray, near: np.ndarray, far: np.ndarray) -> tuple[float, float]:
