@@ -8,8 +8,9 @@ Two bounds, both measured while the server runs:
   encode, packetisation and conversions are all in it) against the cores it may use at a target
   utilisation.
 The smaller bound, times a latency guard (cut when frames wait — queued before they reach us,
-or in the inbox — longer than a step should make them, eased back when they do not; another
-process on the machine shows up only there), is split evenly among the calls: `share(n)`.
+or in the inbox — longer than a step should make them, or when the calls' RTCP round trips grow
+above their least, i.e. queueing towards or inside the viewers; eased back when neither happens;
+another process on the machine shows up only there), is split evenly among the calls: `share(n)`.
 A new call is admitted only while every call would keep `min_fps`.
 """
 
@@ -36,6 +37,7 @@ class CapacityOptions:
     min_fps: float = 8.0  # admission floor per call (--min-fps)
     max_fps: float = 30.0  # never ask a camera for more than this
     target_utilisation: float = 0.7  # of the usable cores
+    path_target_ms: float = 50.0  # RTCP round trips grown by more than this over their least cut capacity too
     wait_target_ms: float = 150.0  # frames waiting longer than this plus one step (queued before the server,
     # or in the inbox) make the guard cut capacity
     ewma: float = 0.2  # weight of a new step-time sample
@@ -63,6 +65,7 @@ class CapacityModel:
         self.cpu_ms_per_frame: float | None = None
         self.guard = 1.0
         self._ages: deque[float] = deque(maxlen=120)
+        self._paths: deque[float] = deque(maxlen=64)
         self.calls = 0
         self.version = 0  # bumps when the shares may have changed
 
@@ -80,6 +83,12 @@ class CapacityModel:
         """How long a processed frame waited before its step began (event loop)."""
         with self._lock:
             self._ages.append(age_ms)
+
+    def path_delay(self, excess_ms: float) -> None:
+        """A call's RTCP round trip above the least it has had (event loop, about once a second): queueing on
+        the way to and inside the viewer — its kernel buffers, a starved receiver — which no frame age shows."""
+        with self._lock:
+            self._paths.append(excess_ms)
 
     def calls_changed(self, calls: int) -> None:
         with self._lock:
@@ -99,16 +108,21 @@ class CapacityModel:
                 old = self.cpu_ms_per_frame
                 self.cpu_ms_per_frame = per_frame if old is None else 0.8 * old + 0.2 * per_frame
             self._sample_at = (now, cpu, self._frames)
+            step = self._step_ms.get((*self._key, max(1, self.calls)), 0.0) if self._key else 0.0
+            # (measured, target) pairs; a frame may wait up to a whole step in the inbox
+            signals: list[tuple[float, float]] = []
             if len(self._ages) >= 5:
                 ages = sorted(self._ages)
-                p95 = ages[min(len(ages) - 1, int(0.95 * len(ages)))]
+                signals.append((ages[min(len(ages) - 1, int(0.95 * len(ages)))], self.options.wait_target_ms + step))
                 self._ages.clear()
-                step = self._step_ms.get((*self._key, max(1, self.calls)), 0.0) if self._key else 0.0
-                target = self.options.wait_target_ms + step  # a frame may wait up to a whole step in the inbox
-                if p95 > target:
-                    self.guard = max(0.2, self.guard * 0.8)
-                elif p95 < 0.4 * target:  # clearly fresh: probe upwards slowly (latency should stay flat)
-                    self.guard = min(1.0, self.guard * 1.05)
+            if self._paths:
+                paths = sorted(self._paths)  # the typical call's round-trip growth, not one outlier's
+                signals.append((paths[len(paths) // 2], self.options.path_target_ms))
+                self._paths.clear()
+            if any(value > target for value, target in signals):
+                self.guard = max(0.2, self.guard * 0.8)
+            elif signals and all(value < 0.4 * target for value, target in signals):
+                self.guard = min(1.0, self.guard * 1.05)  # clearly fresh: probe upwards slowly (latency stays flat)
             self.version += 1
 
     # ---- estimates ------------------------------------------------------------------------

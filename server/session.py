@@ -71,6 +71,7 @@ class Session:
         self.faults = FrameFaults(self)
         self.hint: dict[str, Any] | None = None  # the last `send` message
         self._over_hint_since: float | None = None
+        self._min_rtt_ms = float("inf")  # the least RTCP round trip of this call so far
         self._tasks: set[asyncio.Task] = set()
         self._closing = False
         self.closed = asyncio.Event()
@@ -306,7 +307,16 @@ class Session:
             self.update_hint()
             message = self.stats_message()
             message["network"] = await netstats.summary(self.pc)  # loss both ways (server/netstats.py)
+            self._path_delay(message["network"])
             self.send(message)
+
+    def _path_delay(self, network: dict[str, Any]) -> None:
+        """Feed the capacity guard this call's round trip above its least (queueing on the way out)."""
+        rtt = (network.get("remote") or {}).get("round_trip_ms")
+        if rtt is None:
+            return
+        self._min_rtt_ms = min(self._min_rtt_ms, rtt)
+        self.state.workers.capacity.path_delay(rtt - self._min_rtt_ms)
 
     # ---- teardown ---------------------------------------------------------------------
     async def close(self, lost: bool = False) -> None:

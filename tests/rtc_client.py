@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fractions
+import functools
 import json
 import time
 from dataclasses import dataclass, field
@@ -108,8 +109,15 @@ class PatternVideoTrack(MediaStreamTrack):
 
 @dataclass
 class Received:
-    image: np.ndarray
+    """A received frame; converted to RGB only when a test looks at it (most are dropped unseen, and
+    converting every one on the client's event loop would starve it when many clients share a machine)."""
+
+    frame: VideoFrame
     at: float
+
+    @functools.cached_property
+    def image(self) -> np.ndarray:
+        return self.frame.to_ndarray(format="rgb24")
 
 
 @dataclass
@@ -180,9 +188,8 @@ class RtcClient:
         with contextlib.suppress(MediaStreamError):
             while True:
                 frame = await track.recv()
-                img = frame.to_ndarray(format="rgb24")
                 self.frames_received += 1
-                self.frames.append(Received(img, time.monotonic()))
+                self.frames.append(Received(frame, time.monotonic()))
                 del self.frames[: -self.keep_frames]
 
     async def wait_frames(self, count: int, timeout: float = 30.0) -> None:

@@ -73,6 +73,22 @@ def test_cpu_bound_and_latency_guard():
     assert capacity.guard == pytest.approx(0.84)  # fresh again: eased back, slowly
 
 
+def test_round_trip_growth_cuts_capacity_like_waiting_frames():
+    """Queueing towards a starved viewer shows only in its RTCP round trip: the guard cuts on it too."""
+    capacity, clock = model()
+    capacity.step_done(engine="passthrough", side=512, steps=1, batch=1, step_ms=2.0)
+    for excess in (5.0, 400.0, 420.0):  # most calls' round trips grew by 400 ms over their least
+        capacity.path_delay(excess)
+    clock.t = 1.0
+    capacity.sample()
+    assert capacity.guard == pytest.approx(0.8)
+    for excess in (0.0, 3.0, 600.0):  # one outlier does not cut (the median call decides)
+        capacity.path_delay(excess)
+    clock.t = 2.0
+    capacity.sample()
+    assert capacity.guard == pytest.approx(0.84)
+
+
 def test_admission_floor():
     capacity, _ = model(min_fps=8.0)
     assert capacity.admits(50)  # nothing measured: admit, measure
