@@ -1,6 +1,6 @@
 """How many callers one device serves: batched steps vs round-robin, then real WebRTC callers.
 
-Part 1 (`scheduler`): N simulated calls offer 30 fps each to one `DeviceScheduler`, which either batches
+Part 1 (`runner`): N simulated calls offer 30 fps each to one `DeviceRunner`, which either batches
 the newest frame of every call into one step (`max_batch=N`, what the server does) or takes one call's
 frame per step (`max_batch=1`: round-robin, what it did before) — same engine, same run. Reports per-call
 and total fps, step time per batch size, frame age (arrival → result) p50/p95.
@@ -31,7 +31,7 @@ from av import VideoFrame
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from server.scheduler import DeviceScheduler, Processed  # noqa: E402
+from server.device_runner import DeviceRunner, Processed  # noqa: E402
 from speakdraw.engines import EngineOptions, load_engine  # noqa: E402
 from speakdraw.pipeline import Pipeline  # noqa: E402
 from speakdraw.settings import Settings  # noqa: E402
@@ -60,9 +60,9 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-async def scheduler_point(engine, calls: int, batched: bool, size: int, seconds: float, fps: float) -> dict:
-    """N calls at `fps` into one scheduler for `seconds`; returns the figures of that point."""
-    scheduler = DeviceScheduler(max_batch=calls if batched else 1, name="bench-video")
+async def runner_point(engine, calls: int, batched: bool, size: int, seconds: float, fps: float) -> dict:
+    """N calls at `fps` into one runner for `seconds`; returns the figures of that point."""
+    runner = DeviceRunner(max_batch=calls if batched else 1, name="bench-video")
     frame = VideoFrame.from_ndarray(np.full((size, size, 3), 127, np.uint8), format="rgb24").reformat(format="yuv420p")
     frame.time_base = fractions.Fraction(1, 90000)
     ages: list[list[float]] = [[] for _ in range(calls)]
@@ -85,7 +85,7 @@ async def scheduler_point(engine, calls: int, batched: bool, size: int, seconds:
         Pipeline(Settings(width=size, height=size, prompt=PROMPTS[i % 4], seed=i, strength=0.4 + 0.1 * (i % 4)), engine)
         for i in range(calls)
     ]
-    slots = [scheduler.register(p, deliver(i)) for i, p in enumerate(pipelines)]
+    slots = [runner.register(p, deliver(i)) for i, p in enumerate(pipelines)]
 
     async def camera(i: int) -> None:
         n = 0
@@ -98,7 +98,7 @@ async def scheduler_point(engine, calls: int, batched: bool, size: int, seconds:
     await asyncio.sleep(0.2)
     for slot in slots:
         slot.close()
-    scheduler.shutdown(timeout=30)
+    runner.shutdown(timeout=30)
     all_ages = [a for call in ages for a in call]
     per_call = [d / seconds for d in done]
     return {
@@ -125,13 +125,13 @@ def load(engine_name: str, device: str, full_size: bool, acceleration: str = "no
     return engine
 
 
-async def scheduler_sweep(args) -> list[dict]:
+async def runner_sweep(args) -> list[dict]:
     rows = []
     for name in args.engines:
         engine = load(name, args.device, args.full_size, args.acceleration, args.compile_mode)
         for calls in args.calls:
             for batched in (False, True):
-                point = await scheduler_point(engine, calls, batched, args.size, args.seconds, args.fps)
+                point = await runner_point(engine, calls, batched, args.size, args.seconds, args.fps)
                 point.update(engine=engine.name, size=args.size)
                 rows.append(point)
                 print(
@@ -178,7 +178,7 @@ def main() -> None:
     parser.add_argument("--no-calls", action="store_true", help="skip part 2 (real WebRTC callers)")
     parser.add_argument("--call-seconds", type=float, default=20.0)
     args = parser.parse_args()
-    results = {"device": device_name(args.device), "scheduler": asyncio.run(scheduler_sweep(args))}
+    results = {"device": device_name(args.device), "runner": asyncio.run(runner_sweep(args))}
     if not args.no_calls and args.device == "cpu":
         results["calls"] = asyncio.run(calls_run(args.call_seconds))
     out = REPO / "bench" / "results" / "capacity.json"

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from speakdraw.diffusion import DiffusionEngine, build_components  # noqa: E402
 from speakdraw.diffusion.acceleration import apply_acceleration  # noqa: E402
-from speakdraw.diffusion.loading import load_pretrained  # noqa: E402
+from speakdraw.diffusion.pretrained import load_pretrained  # noqa: E402
 from speakdraw.settings import Settings  # noqa: E402
 
 PROMPT = "a watercolor painting of a person in a room"
@@ -94,17 +94,17 @@ class UNetCalls:
 
 
 def build_baseline(engine: DiffusionEngine, scheduler) -> StableDiffusionImg2ImgPipeline:
-    pipe = engine.components.pipeline(
+    sd_pipe = engine.components.pipeline(
         StableDiffusionImg2ImgPipeline, vae=engine.vae, unet=engine.unet, scheduler=scheduler
     )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    sd_pipe.set_progress_bar_config(disable=True)
+    return sd_pipe
 
 
-def baseline_frame(pipe, rgb: np.ndarray, args, generator: torch.Generator) -> np.ndarray:
+def baseline_frame(sd_pipe, rgb: np.ndarray, args, generator: torch.Generator) -> np.ndarray:
     # diffusers img2img runs int(num_inference_steps * strength) steps: pick N so that is exactly --steps.
     n = math.ceil(args.steps / args.strength - 1e-9)
-    out = pipe(
+    out = sd_pipe(
         prompt=PROMPT,
         image=Image.fromarray(rgb),
         strength=args.strength,
@@ -251,10 +251,10 @@ def measure_reload(kind_name, args, device, dtype, settings, rgb) -> float:
     try:
         # A second build (same seed, same weights): the engine's copies are NHWC, which safetensors refuses.
         components = build_components(kind_name, device=device).to(device, dtype)
-        pipe = components.pipeline(StableDiffusionImg2ImgPipeline)
-        pipe.save_pretrained(folder / "model")
+        sd_pipe = components.pipeline(StableDiffusionImg2ImgPipeline)
+        sd_pipe.save_pretrained(folder / "model")
         components.vae.save_pretrained(folder / "taesd")
-        del pipe, components
+        del sd_pipe, components
         sync(device)
         start = time.perf_counter()
         loaded = load_pretrained(str(folder / "model"), use_taesd=True, taesd=str(folder / "taesd"), dtype=dtype)

@@ -30,7 +30,7 @@ else
   SECONDS_PER=15; CALLS=(1 2 4 8)
 fi
 
-echo "== engine only: batched vs round-robin on one scheduler"
+echo "== engine only: batched vs round-robin on one device runner"
 timeout 300 python3 bench/capacity.py --engines tiny $([ "$MODEL" = full-size ] && echo --full-size) \
   --device "$DEVICE" --size "$SIZE" --calls "${CALLS[@]}" --seconds 6 --no-calls "${ACCEL[@]}" \
   > "$OUT/e2e-engine.log" 2>&1

@@ -25,7 +25,7 @@ from av import VideoFrame
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from server.scheduler import to_frame, to_rgb  # noqa: E402
+from server.device_runner import to_frame, to_rgb  # noqa: E402
 from speakdraw import Pipeline, Settings  # noqa: E402
 from tests.overload import run_overload  # noqa: E402
 from tests.rtc_client import RtcClient, pattern_frame, read_frame_id  # noqa: E402

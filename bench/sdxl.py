@@ -67,7 +67,7 @@ def build(args, device: torch.device, dtype: torch.dtype) -> DiffusionEngine:
 
 def baseline(engine: DiffusionEngine) -> StableDiffusionXLImg2ImgPipeline:
     c = engine.components
-    pipe = StableDiffusionXLImg2ImgPipeline(
+    sd_pipe = StableDiffusionXLImg2ImgPipeline(
         vae=engine.vae,
         text_encoder=c.text_encoder,
         text_encoder_2=c.text_encoder_2,
@@ -79,8 +79,8 @@ def baseline(engine: DiffusionEngine) -> StableDiffusionXLImg2ImgPipeline:
         force_zeros_for_empty_prompt=True,
         add_watermarker=False,
     )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    sd_pipe.set_progress_bar_config(disable=True)
+    return sd_pipe
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -118,12 +118,12 @@ def main(argv: list[str] | None = None) -> dict:
     )
     plain, imaged = engine.new_session(s), engine.new_session(s)
     imaged.set_image_prompt(engine.encode_image_prompt(picture()))
-    pipe = baseline(engine)
+    sd_pipe = baseline(engine)
     n = math.ceil(args.steps / args.strength - 1e-9)  # diffusers runs int(n * strength) steps
     generator = torch.Generator().manual_seed(s.seed)
 
     def diffusers_frame(rgb: np.ndarray) -> np.ndarray:
-        out = pipe(
+        out = sd_pipe(
             prompt=PROMPT,
             image=Image.fromarray(rgb),
             strength=args.strength,

@@ -4,7 +4,7 @@ Prints a table and writes bench/results/style.json. Each frame goes through the 
 `StyleSession.process` (uint8 in → uint8 out, strength 1) on the astronaut photo, panning by a
 pixel a frame. Configurations run in interleaved rounds so that load from other processes on a
 shared machine hits them alike. "4 calls" serves four sessions' frames of the same shape either
-with `Engine.process_batch` (what the capacity scheduler calls) or with four `process` calls; the
+with `Engine.process_batch` (what the device runner calls) or with four `process` calls; the
 multi-style graph fixes its batch at 1, so `process_batch` is the same loop and the ratio shows
 that (≈ 1.0), not a gain. `--device cuda` uses ONNX Runtime's CUDA provider when the installed
 onnxruntime has it (onnxruntime-gpu); the JSON records the provider that actually ran.

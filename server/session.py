@@ -22,7 +22,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from server import codecs, control, ice, netstats
 from server.faults import FrameFaults
-from server.tracks import TransformedVideoTrack, VideoProcessor
+from server.tracks import FrameRelay, TransformedVideoTrack
 from speakdraw.pipeline import Pipeline
 
 if TYPE_CHECKING:  # typing only: server/state.py imports this module
@@ -64,7 +64,7 @@ class Session:
         self.resumed_away = False  # a `resume` offer took this call over: its close must not keep it again
         Session._peer_connections.add(self.pc)
         self.channel = None
-        self.processor: VideoProcessor | None = None
+        self.relay: FrameRelay | None = None
         self.output_track: TransformedVideoTrack | None = None
         self.audio: AudioListener | None = None  # when speech is on and loaded
         self._audio_track: MediaStreamTrack | None = None
@@ -105,11 +105,11 @@ class Session:
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
-            if track.kind == "video" and self.processor is None:
-                self.processor = VideoProcessor(
-                    track, self.pipeline, self.state.workers.scheduler, self.state.observer, self.faults
+            if track.kind == "video" and self.relay is None:
+                self.relay = FrameRelay(
+                    track, self.pipeline, self.state.workers.runner, self.state.observer, self.faults
                 )
-                self.output_track = TransformedVideoTrack(self.processor)
+                self.output_track = TransformedVideoTrack(self.relay)
                 pc.addTrack(self.output_track)
             elif track.kind == "audio" and self._audio_track is None:
                 self._audio_track = track
@@ -156,11 +156,11 @@ class Session:
     async def accept(self, sdp: str) -> RTCSessionDescription:
         """Offer in, complete answer (all ICE candidates gathered) out."""
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        if self.processor is None:
+        if self.relay is None:
             raise ValueError("the offer has no video track to transform")
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
-        self.processor.start()
+        self.relay.start()
         self._spawn(self._stats_loop())
         self._spawn(self._watch())
         self.update_hint()
@@ -168,14 +168,14 @@ class Session:
 
     async def _watch(self) -> None:
         """Close the call when it never connects, or when its camera track ends."""
-        assert self.processor is not None
+        assert self.relay is not None
         try:
             await asyncio.wait_for(self._connected(), self.connect_timeout_s)
         except asyncio.TimeoutError:
             log.info("session %s: not connected after %.0f s, closing", self.id[:8], self.connect_timeout_s)
             self._spawn_close()
             return
-        await self.processor.ended.wait()
+        await self.relay.ended.wait()
         log.info("session %s: camera track ended, closing", self.id[:8])
         self._spawn_close(lost=True)
 
@@ -245,7 +245,7 @@ class Session:
         self._check_sender(share)
 
     def _check_sender(self, share: float) -> None:
-        p = self.processor
+        p = self.relay
         if p is None or self.hint is None:
             return
         now = time.monotonic()
@@ -275,7 +275,7 @@ class Session:
             p.max_fps = share
 
     def stats_message(self) -> dict[str, Any]:
-        p = self.processor
+        p = self.relay
         if p is None:
             return {"type": "stats", "fps_in": 0.0, "fps_out": 0.0, "dropped": 0, "latency_ms": {}, "queue_age_ms": 0}
         s = p.stats
@@ -349,11 +349,11 @@ class Session:
             self._on_closed(self)
             self.closed.set()
             workers = self.state.workers
-            workers.capacity.calls_changed(workers.scheduler.active_calls())
+            workers.capacity.calls_changed(workers.runner.active_calls())
 
     async def _stop_video(self) -> None:
-        if self.processor is not None:
-            await self.processor.stop()  # leaves the scheduler: no new frame of this call starts
+        if self.relay is not None:
+            await self.relay.stop()  # leaves the runner: no new frame of this call starts
 
     async def _stop_audio(self) -> None:
         if self.audio is not None:
@@ -375,10 +375,10 @@ class Session:
         """On the device thread, after any step that still holds this call's frame. A long step in flight
         (seconds of CPU diffusion) is not waited for past `PIPELINE_CLOSE_WAIT_S`: the close stays queued
         behind it, and a server shutting down cancels it with the thread."""
-        scheduler = self.state.workers.scheduler
+        runner = self.state.workers.runner
         try:
-            await asyncio.wait_for(asyncio.shield(scheduler.run(self.pipeline.close)), PIPELINE_CLOSE_WAIT_S)
+            await asyncio.wait_for(asyncio.shield(runner.run(self.pipeline.close)), PIPELINE_CLOSE_WAIT_S)
         except asyncio.TimeoutError:
             log.info("session %s: engine session closes after the step in flight", self.id[:8])
-        except RuntimeError:  # the scheduler is already shut down: nothing else can run its frames now
+        except RuntimeError:  # the runner is already shut down: nothing else can run its frames now
             self.pipeline.close()

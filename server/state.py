@@ -108,7 +108,7 @@ class AppState:
                 self.warnings.append(f"speech-to-text unavailable, the call audio is not transcribed: {exc}")
                 log.warning("speech-to-text unavailable: %s", exc)
         try:  # on the thread every step will run on (CUDA graphs are per thread)
-            self.workers.scheduler.call(engine.warmup).result()
+            self.workers.runner.call(engine.warmup).result()
         except Exception as exc:
             log.exception("engine warm-up failed")
             self.warnings.append(f"warm-up of {engine.name} failed ({exc}); the first frames may be slow")

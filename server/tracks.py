@@ -1,7 +1,7 @@
-"""The video path of one call: camera track → its slot at the device scheduler → TransformedVideoTrack.
+"""The video path of one call: camera track → its slot at the device runner → TransformedVideoTrack.
 
 The event loop only moves frames between slots; conversion and model work run on the
-device scheduler's thread (server/scheduler.py), batched with the other calls. When the
+device runner's thread (server/device_runner.py), batched with the other calls. When the
 device is slower than the camera, frames are dropped at the input (counted), never queued.
 """
 
@@ -19,8 +19,8 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
+from server.device_runner import CallSlot, DeviceRunner, Processed
 from server.mailbox import Mailbox
-from server.scheduler import CallSlot, DeviceScheduler, Processed
 from speakdraw.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -127,22 +127,23 @@ class FrameOutcomes(Protocol):
     def frame_failed(self, error: BaseException) -> None: ...
 
 
-class VideoProcessor:
-    """A call's video: the reader task offers each camera frame to the device scheduler (newest
-    wins), the scheduler's results come back on the loop into the outbox the sender reads."""
+class FrameRelay:
+    """A call's video, relayed (the device runner does the processing): the reader task offers each
+    camera frame to the runner (newest wins), and the runner's results come back on the loop into the
+    outbox the sender reads."""
 
     def __init__(
         self,
         source: MediaStreamTrack,
         pipeline: Pipeline,
-        scheduler: DeviceScheduler,
+        runner: DeviceRunner,
         observer: VideoObserver | None = None,
         faults: FrameOutcomes | None = None,
     ) -> None:
         self.source = source
         self.observer = observer
         self.pipeline = pipeline
-        self.scheduler = scheduler
+        self.runner = runner
         self.faults = faults  # the session's fault handler (status to the caller, fallback)
         self.slot: CallSlot | None = None
         self.outbox: Mailbox[OutFrame] = Mailbox()
@@ -161,7 +162,7 @@ class VideoProcessor:
         return (self.slot.dropped if self.slot is not None else 0) + self.limited
 
     def start(self) -> None:
-        self.slot = self.scheduler.register(self.pipeline, self._on_result)
+        self.slot = self.runner.register(self.pipeline, self._on_result)
         self._task = asyncio.create_task(self._read(), name="speakdraw-video-read")
 
     def _over_limit(self, now: float) -> bool:
@@ -198,9 +199,9 @@ class VideoProcessor:
             self.ended.set()
 
     def _on_result(self, result: Processed) -> None:
-        """On the event loop, from the scheduler."""
+        """On the event loop, from the runner."""
         # how long the frame waited (queued before us + in the inbox); the step itself is not waiting
-        self.scheduler.capacity.frame_age(self.stats.last_transit_ms + (result.started - result.arrived) * 1000.0)
+        self.runner.capacity.frame_age(self.stats.last_transit_ms + (result.started - result.arrived) * 1000.0)
         if result.error is not None or result.frame is None:
             self.failing = True
             self.stats.errors += 1
@@ -236,9 +237,9 @@ class TransformedVideoTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, processor: VideoProcessor) -> None:
+    def __init__(self, relay: FrameRelay) -> None:
         super().__init__()
-        self.processor = processor
+        self.relay = relay
         self.last: OutFrame | None = None
         self._last_pts: int | None = None
         self._handed_at: float | None = None
@@ -252,9 +253,9 @@ class TransformedVideoTrack(MediaStreamTrack):
             # aiortc's sender encodes and sends the previous frame, then calls recv() again.
             now = time.monotonic()
             encode_ms = (now - self._handed_at) * 1000.0
-            self.processor.stats.last_encode_ms = encode_ms
-            if self.processor.observer is not None:
-                self.processor.observer.frame_sent(encode_ms, (now - self.last.arrived) * 1000.0)
+            self.relay.stats.last_encode_ms = encode_ms
+            if self.relay.observer is not None:
+                self.relay.observer.frame_sent(encode_ms, (now - self.last.arrived) * 1000.0)
         self._handed_at = None
         out, repeat = await self._next()
         frame = out.frame
@@ -263,7 +264,7 @@ class TransformedVideoTrack(MediaStreamTrack):
         elif self._last_pts is not None and frame.pts is not None and frame.pts <= self._last_pts:
             frame.pts = self._last_pts + 1  # the encoder needs increasing pts
         self._last_pts = frame.pts
-        stats = self.processor.stats
+        stats = self.relay.stats
         now = time.monotonic()
         stats.frames_out += 1
         stats.fps_out.tick(now)
@@ -276,13 +277,13 @@ class TransformedVideoTrack(MediaStreamTrack):
 
     async def _next(self) -> tuple[OutFrame, bool]:
         """The next processed frame, or (while this call's frames fail) the last good one again."""
-        outbox = self.processor.outbox
+        outbox = self.relay.outbox
         while True:
             if self.last is None:
                 return await outbox.get(), False
             try:
                 return await asyncio.wait_for(outbox.get(), REPEAT_LAST_S), False
             except asyncio.TimeoutError:
-                if self.processor.failing:
-                    self.processor.repeated += 1
+                if self.relay.failing:
+                    self.relay.repeated += 1
                     return self.last, True

@@ -2,7 +2,7 @@
 
 | thread | what runs there |
 |---|---|
-| `speakdraw-video` | the device scheduler: every call's frames (batched), image-prompt encodes, warm-up |
+| `speakdraw-video` | the device runner: every call's frames (batched), image-prompt encodes, warm-up |
 | `speakdraw-matte` | RVM mattes overlapping a GPU/passthrough step (`Pipeline.matte_executor`) |
 | `speakdraw-speech` | VAD + Whisper for every call (`speakdraw.speech.SpeechWorker`), created when speech loads |
 | `speakdraw-load` | loading models at start-up (so calls can join meanwhile) |
@@ -23,7 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from server.capacity import CapacityModel, CapacityOptions
-from server.scheduler import DeviceScheduler
+from server.device_runner import DeviceRunner
 from speakdraw.speech import SpeechWorker
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def _pool(name: str, workers: int = 1) -> ThreadPoolExecutor:
 class DeviceWorkers:
     def __init__(self, capacity: CapacityOptions | None = None, max_batch: int = 8) -> None:
         self.matte = _pool("matte")
-        self.scheduler = DeviceScheduler(self.matte, CapacityModel(capacity), max_batch=max_batch)
+        self.runner = DeviceRunner(self.matte, CapacityModel(capacity), max_batch=max_batch)
         self.load = _pool("load")
         self.io = _pool("io")
         self.jpeg = _pool("jpeg")
@@ -48,7 +48,7 @@ class DeviceWorkers:
 
     @property
     def capacity(self) -> CapacityModel:
-        return self.scheduler.capacity
+        return self.runner.capacity
 
     def attach_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """aiortc runs its codecs in the loop's default executor: make that one ours."""
@@ -62,7 +62,7 @@ class DeviceWorkers:
 
     def shutdown(self, step_timeout_s: float = 2.0) -> None:
         """Stop every thread; queued work is cancelled, work in flight gets `step_timeout_s`."""
-        self.scheduler.shutdown(step_timeout_s)
+        self.runner.shutdown(step_timeout_s)
         if self.speech is not None:
             self.speech.stop()
         for pool in (self.matte, self.load, self.io, self.jpeg, self.codec):

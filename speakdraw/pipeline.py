@@ -5,7 +5,10 @@ server and no threads. Settings, image-prompt and engine changes are queued by a
 thread (`update`, `set_image_prompt`, `set_engine`) as typed `Change`s and applied in
 order between frames by the thread that runs the frames, so a frame never sees half a
 change. `process_frames` runs the newest frame of several sessions as one device step
-(the capacity scheduler's batch); `Pipeline.process` is the same path for one frame.
+(the device runner's batch); `Pipeline.process` is the same path for one frame.
+
+A `Pipeline` is SpeakDraw's per-call frame path, not a diffusers pipeline: the diffusers
+`StableDiffusionPipeline` a diffusion engine wraps is that engine's `sd_pipe`.
 """
 
 from __future__ import annotations

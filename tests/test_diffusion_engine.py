@@ -151,7 +151,7 @@ def test_matches_streamdiffusion_prepare(engine, kw):
     frames = [frame(0), frame(3), frame(6), frame(9)]
     ours = run(engine, s, frames)
     ref = StreamDiffusion(
-        engine.pipe,
+        engine.sd_pipe,
         t_index_list=t_index_list(s.strength, s.steps),
         torch_dtype=engine.dtype,
         width=SIZE,

@@ -40,7 +40,7 @@ def test_sd_turbo_offline_fails_fast_and_load_engine_falls_back(empty_caches, mo
 
 def test_unreachable_hub_fails_fast_for_any_hub_id(empty_caches, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr("speakdraw.diffusion.loading.hub_reachable", lambda timeout_s=3.0: False)
+    monkeypatch.setattr("speakdraw.diffusion.pretrained.hub_reachable", lambda timeout_s=3.0: False)
     start = time.perf_counter()
     with pytest.raises(EngineUnavailable, match="unreachable"):
         load_diffusion_engine(EngineOptions(engine="sd-turbo", model="someone/not-cached-model", device="cpu"))
@@ -55,8 +55,8 @@ def test_missing_local_folder_is_unavailable(tmp_path):
 def test_sd_turbo_path_loads_a_local_diffusers_folder(tmp_path):
     """The real from_pretrained path, on a tiny model saved to disk: same weights, same frames."""
     c = build_components("tiny")
-    pipe = c.pipeline()
-    pipe.save_pretrained(tmp_path / "model")
+    sd_pipe = c.pipeline()
+    sd_pipe.save_pretrained(tmp_path / "model")
     c.vae.save_pretrained(tmp_path / "taesd")
     loads = LOADS["sd-turbo"]
     options = EngineOptions(engine="sd-turbo", model=str(tmp_path / "model"), device="cpu")

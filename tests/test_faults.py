@@ -180,13 +180,13 @@ async def test_a_failing_engine_is_told_frames_keep_coming_and_the_log_has_one_t
             await client.wait_frames(10)
             session = await _only_session(state)
             session.faults.fall_back_after = 10**6  # keep it failing: nothing to fall back to
-            failed_before = session.processor.stats.errors
+            failed_before = session.relay.stats.errors
             engine.fail.set()
             status = await client.expect("status", where=lambda m: "frame failed" in m["message"])
             assert "RuntimeError" in status["message"] and "flaky engine failing" in status["message"]
             received = client.frames_received
             await asyncio.sleep(3.0)  # a streak of failures: the browser still gets frames (the last good one)
-            failures = session.processor.stats.errors - failed_before
+            failures = session.relay.stats.errors - failed_before
             assert failures >= 10, failures
             assert client.frames_received - received >= 3, "video froze while the engine failed"
             assert _tracebacks(caplog, session.id) == 1  # one traceback per streak, not one per frame
@@ -254,13 +254,13 @@ async def test_a_video_reader_that_fails_closes_the_call_and_nothing_piles_up(ca
             await client.connect()
             await client.wait_frames(5)
             session = await _only_session(state)
-            processor = session.processor
-            source = processor.source
+            relay = session.relay
+            source = relay.source
 
             def broken(*_args) -> float:
                 raise ValueError("reader bug stand-in")
 
-            processor.transit.frame = broken  # the reader's next frame raises inside `_read`
+            relay.transit.frame = broken  # the reader's next frame raises inside `_read`
             await asyncio.wait_for(session.closed.wait(), 10)
             assert session.pc.connectionState == "closed"
             assert not state.sessions

@@ -26,7 +26,7 @@ from speakdraw.diffusion.ip_adapter import (
     tiny_adapter_state,
     tiny_image_encoder,
 )
-from speakdraw.diffusion.loading import check_family, fuse_lcm_lora
+from speakdraw.diffusion.pretrained import check_family, fuse_lcm_lora
 from speakdraw.engines import EngineOptions, EngineUnavailable, ImagePromptUnavailable, PassthroughEngine
 from speakdraw.pipeline import Pipeline
 from speakdraw.settings import Settings
@@ -402,19 +402,19 @@ def _tiny_lora(folder) -> tuple[str, torch.Tensor]:
 
 def test_lcm_lora_is_fused_into_sd15_models_only(tmp_path, monkeypatch):
     c = build_components("tiny-sd15")
-    pipe = c.pipeline()
+    sd_pipe = c.pipeline()
     folder, delta = _tiny_lora(tmp_path / "lora")
     layer = c.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1.to_q
     before = layer.weight.detach().clone()
     with pytest.raises(EngineUnavailable, match="SD 1.5"):
-        fuse_lcm_lora(pipe, folder, SD2)
-    fuse_lcm_lora(pipe, folder, SD15)
+        fuse_lcm_lora(sd_pipe, folder, SD2)
+    fuse_lcm_lora(sd_pipe, folder, SD15)
     assert torch.allclose(layer.weight - before, delta, atol=1e-4)
     assert layer.lora_layer is None  # fused: no per-frame LoRA cost
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setenv("SPEAKDRAW_OFFLINE", "1")
     with pytest.raises(EngineUnavailable, match="lcm-lora-sdv1-5.*offline"):
-        fuse_lcm_lora(pipe, "latent-consistency/lcm-lora-sdv1-5", SD15)
+        fuse_lcm_lora(sd_pipe, "latent-consistency/lcm-lora-sdv1-5", SD15)
 
 
 def test_lcm_lora_option_on_an_sd15_folder(tmp_path):

@@ -21,7 +21,7 @@ from speakdraw.diffusion import DiffusionEngine, build_components, load_diffusio
 from speakdraw.diffusion.architectures import SDXL_TURBO_SCHEDULER
 from speakdraw.diffusion.families import SDXL, detect_family
 from speakdraw.diffusion.ip_adapter import tiny_adapter_state, tiny_image_encoder
-from speakdraw.diffusion.loading import LOADS, check_family
+from speakdraw.diffusion.pretrained import LOADS, check_family
 from speakdraw.engines import EngineOptions, EngineUnavailable, load_engine
 from speakdraw.settings import Settings
 from tests.test_ip_adapter import ours_and_diffusers
@@ -123,7 +123,7 @@ def test_matches_diffusers_sdxl_img2img_for_one_step(engine, cfg):
     ours = [session.process(f) for f in frames]
     assert session.stream.sub_timesteps == [499]
     c = engine.components
-    pipe = StableDiffusionXLImg2ImgPipeline(
+    sd_pipe = StableDiffusionXLImg2ImgPipeline(
         vae=c.vae,
         text_encoder=c.text_encoder,
         text_encoder_2=c.text_encoder_2,
@@ -135,9 +135,9 @@ def test_matches_diffusers_sdxl_img2img_for_one_step(engine, cfg):
         force_zeros_for_empty_prompt=True,
         add_watermarker=False,
     )
-    pipe.set_progress_bar_config(disable=True)
+    sd_pipe.set_progress_bar_config(disable=True)
     for frame, out in zip(frames, ours, strict=True):
-        ref = pipe(
+        ref = sd_pipe(
             prompt="a lighthouse",
             image=Image.fromarray(frame),
             strength=0.5,

@@ -156,8 +156,8 @@ def test_human_mode_pipeline_composites_the_style_output(engine):
             pass
 
     img = astronaut(256)
-    pipe = Pipeline(settings(256, style=3, mode="human", matte_feather=0), engine=engine, matting=HalfMatte())
-    out = pipe.process(img)
+    pipeline = Pipeline(settings(256, style=3, mode="human", matte_feather=0), engine=engine, matting=HalfMatte())
+    out = pipeline.process(img)
     assert np.array_equal(out[:, 128:], img[:, 128:]) and diff(out[:, :128], img[:, :128]) > 30
 
 
@@ -183,9 +183,11 @@ def test_human_mode_with_real_rvm_repaints_only_the_person(engine):
     from tests.test_matting_call import SUIT, WALL, _looks_like
 
     img = astronaut(512)
-    pipe = Pipeline(settings(512, style=3, mode="human"), engine=engine, matting=load_matting("cpu", progress=False))
+    pipeline = Pipeline(
+        settings(512, style=3, mode="human"), engine=engine, matting=load_matting("cpu", progress=False)
+    )
     for _ in range(3):  # RVM's recurrent state settles over a few frames
-        out = pipe.process(img)
+        out = pipeline.process(img)
     assert _looks_like(out, img, WALL, margin=8.0)  # the wall behind her comes back as sent
     assert not _looks_like(out, img, SUIT, margin=40.0)  # her suit is repainted
     full = Pipeline(settings(512, style=3), engine=engine).process(img)

@@ -100,7 +100,7 @@ async def post_image_prompt(request: web.Request) -> web.Response:
     except Refused as exc:
         return json_error(exc.status, exc.code, exc.message)
     try:
-        await state.workers.scheduler.run(lambda: session.pipeline.set_image_prompt(rgb))
+        await state.workers.runner.run(lambda: session.pipeline.set_image_prompt(rgb))
     except ImagePromptUnavailable as exc:
         return json_error(409, "image_prompt_unavailable", str(exc))
     except RuntimeError as exc:  # the worker pool is shutting down

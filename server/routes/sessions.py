@@ -96,7 +96,7 @@ async def start_session(
         if lost is not None:
             settings = resume.settings_of(lost)
         try:
-            pipeline = await state.workers.scheduler.run(lambda: state.new_pipeline(settings))
+            pipeline = await state.workers.runner.run(lambda: state.new_pipeline(settings))
         except RuntimeError as exc:  # the device is shutting down
             raise OfferRefused(json_error(503, "shutting_down", str(exc), headers={"Retry-After": "5"})) from None
         session = Session(

@@ -73,7 +73,7 @@ def preflight(acceleration: str, device: torch.device) -> None:
 
 
 def _xformers(engine: DiffusionEngine) -> None:
-    engine.pipe.enable_xformers_memory_efficient_attention()
+    engine.sd_pipe.enable_xformers_memory_efficient_attention()
 
 
 def warm_up(engine: DiffusionEngine, size: tuple[int, int], frames: int = 2) -> float:
@@ -117,7 +117,12 @@ def _tensorrt(engine: DiffusionEngine, size: tuple[int, int]) -> None:
     key = hashlib.sha1(f"{engine.model_id}|{engine.dtype}".encode()).hexdigest()[:12]
     engine_dir = weights.home() / "tensorrt" / f"{key}-{width}x{height}"
     template = StreamDiffusion(
-        copy.copy(engine.pipe), t_index_list=[0], torch_dtype=engine.dtype, width=width, height=height, cfg_type="none"
+        copy.copy(engine.sd_pipe),
+        t_index_list=[0],
+        torch_dtype=engine.dtype,
+        width=width,
+        height=height,
+        cfg_type="none",
     )
     # Up to 4 steps x 2 (cfg 'full') UNet rows per frame.
     accelerate_with_tensorrt(template, str(engine_dir), max_batch_size=8, min_batch_size=1)

@@ -8,7 +8,7 @@ per object, so two calls never share state. StreamDiffusion's `__call__` times i
 with CUDA events (it fails on CPU), its similarity filter sleeps, and its UNet call has
 no SDXL conditioning, so a frame is composed here from its parts (`step.py`): one VAE
 encode, one UNet call, one decode — for one session (`process`) or for the newest frame
-of many sessions at once (`DiffusionEngine.process_batch`, the capacity scheduler's
+of many sessions at once (`DiffusionEngine.process_batch`, the device runner's
 seam), each session with its own embeddings, noise, timesteps, guidance and buffers.
 """
 
@@ -66,13 +66,13 @@ class DiffusionEngine(Engine):
         # latents are NCHW, and a UNet fed those ran ~1.6x slower per conv on CPU than one fed NHWC.
         for module in (components.unet, components.vae):
             module.to(memory_format=torch.channels_last)
-        self.pipe = components.pipeline()
-        self.pipe.set_progress_bar_config(disable=True)
+        self.sd_pipe = components.pipeline()
+        self.sd_pipe.set_progress_bar_config(disable=True)
         # StreamDiffusion builds an LCMScheduler from this config for every stream; handing it an
         # LCM config (same betas) keeps diffusers from warning about Euler-only keys on each call.
         lcm_keys = inspect.signature(LCMScheduler.__init__).parameters
         lcm_config = {k: v for k, v in components.scheduler.config.items() if k in lcm_keys}
-        self.pipe.scheduler = LCMScheduler.from_config(lcm_config)
+        self.sd_pipe.scheduler = LCMScheduler.from_config(lcm_config)
         # What sessions run; acceleration may swap these for compiled / TensorRT modules.
         self.unet = components.unet
         self.vae = components.vae
@@ -89,7 +89,7 @@ class DiffusionEngine(Engine):
 
     @property
     def vae_scale_factor(self) -> int:
-        return int(self.pipe.vae_scale_factor)
+        return int(self.sd_pipe.vae_scale_factor)
 
     def features(self) -> dict[str, bool]:
         return {"diffusion": True, "image_prompt": self.ip_adapter is not None}
@@ -124,11 +124,11 @@ class DiffusionEngine(Engine):
                 self._embeds.move_to_end(key)
                 return hit
         if not self.is_sdxl:
-            embeds = TextEmbeds(self.pipe.encode_prompt(text, self.torch_device, 1, False)[0])
+            embeds = TextEmbeds(self.sd_pipe.encode_prompt(text, self.torch_device, 1, False)[0])
         else:
-            encoded = self.pipe.encode_prompt(text, device=self.torch_device, do_classifier_free_guidance=False)
+            encoded = self.sd_pipe.encode_prompt(text, device=self.torch_device, do_classifier_free_guidance=False)
             tokens, pooled = encoded[0], encoded[2]
-            if negative and text == "" and self.pipe.config.force_zeros_for_empty_prompt:
+            if negative and text == "" and self.sd_pipe.config.force_zeros_for_empty_prompt:
                 tokens, pooled = torch.zeros_like(tokens), torch.zeros_like(pooled)
             embeds = TextEmbeds(tokens.to(self.dtype), pooled.to(self.dtype))
         with self._lock:
@@ -336,7 +336,7 @@ class DiffusionSession(EngineSession):
     def _build_stream(self, width: int, height: int) -> None:
         s, engine = self.settings, self.engine
         stream = StreamDiffusion(
-            engine.pipe,
+            engine.sd_pipe,
             t_index_list=t_index_list(s.strength, s.steps),
             torch_dtype=engine.dtype,
             width=width,

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def _diffusion(options: EngineOptions) -> Engine:
-    from speakdraw.diffusion.loader import load_diffusion_engine
+    from speakdraw.diffusion.engine_factory import load_diffusion_engine
 
     return load_diffusion_engine(options)
 

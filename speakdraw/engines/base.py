@@ -78,7 +78,7 @@ class Engine(ABC):
     def process_batch(self, items: Sequence[tuple[EngineSession, np.ndarray]]) -> list[np.ndarray]:
         """One device step for the newest frame of several calls (all frames the same shape).
 
-        The capacity scheduler calls this with one frame per session. Each output must be what
+        The device runner calls this with one frame per session. Each output must be what
         `session.process(frame)` gives alone; engines that gain from batching (one UNet call
         across calls, one ONNX run) override it. Raises if the whole step fails.
         """
@@ -86,7 +86,7 @@ class Engine(ABC):
 
     def warmup(self) -> None:  # noqa: B027 - optional hook
         """Compile / record what the first frames would (torch.compile, CUDA graphs). The server calls it on the
-        device scheduler's thread, the thread every later step runs on: torch keeps CUDA-graph state per thread."""
+        device runner's thread, the thread every later step runs on: torch keeps CUDA-graph state per thread."""
 
     def encode_image_prompt(self, rgb: np.ndarray) -> Any:
         """Encode an HxWx3 uint8 image once (shared encoder); any session can then use the result."""

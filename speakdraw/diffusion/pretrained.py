@@ -179,14 +179,14 @@ def lora_source(lcm_lora: str) -> tuple[str, str]:
     return str(_hub_folder(lcm_lora, (LCM_LORA_FILE,))), LCM_LORA_FILE
 
 
-def fuse_lcm_lora(pipe, lcm_lora: str, family: str) -> None:
+def fuse_lcm_lora(sd_pipe, lcm_lora: str, family: str) -> None:
     """Load an LCM-LoRA into the pipeline's UNet and fuse it (no per-frame LoRA cost)."""
     if family != SD15:
         raise EngineUnavailable(f"LCM-LoRA {lcm_lora} is for SD 1.5-family models; the loaded model is {family}")
     folder, weight_name = lora_source(lcm_lora)
     try:
-        pipe.load_lora_weights(folder, weight_name=weight_name)
-        pipe.fuse_lora()
+        sd_pipe.load_lora_weights(folder, weight_name=weight_name)
+        sd_pipe.fuse_lora()
     except Exception as exc:  # noqa: BLE001 - a bad LoRA file must not kill the server
         raise EngineUnavailable(f"could not apply LCM-LoRA {lcm_lora}: {type(exc).__name__}: {exc}") from None
     log.info("fused LCM-LoRA %s", lcm_lora)
@@ -220,11 +220,11 @@ def load_pretrained(
     taesd_folder = model_folder(taesd, taesd_registry, default_taesd, TAESD_FILES) if use_taesd else None
     try:
         if family == SDXL:
-            pipe = StableDiffusionXLPipeline.from_pretrained(
+            sd_pipe = StableDiffusionXLPipeline.from_pretrained(
                 folder, torch_dtype=dtype, add_watermarker=False, local_files_only=True
             )
         else:
-            pipe = StableDiffusionPipeline.from_pretrained(
+            sd_pipe = StableDiffusionPipeline.from_pretrained(
                 folder,
                 torch_dtype=dtype,
                 safety_checker=None,
@@ -232,20 +232,20 @@ def load_pretrained(
                 requires_safety_checker=False,
                 local_files_only=True,
             )
-        vae = AutoencoderTiny.from_pretrained(taesd_folder, torch_dtype=dtype) if taesd_folder else pipe.vae
+        vae = AutoencoderTiny.from_pretrained(taesd_folder, torch_dtype=dtype) if taesd_folder else sd_pipe.vae
     except Exception as exc:  # noqa: BLE001 - a broken folder must not kill the server
         raise EngineUnavailable(f"could not load {folder}: {type(exc).__name__}: {exc}") from None
     if lcm_lora:
-        fuse_lcm_lora(pipe, lcm_lora, family)
+        fuse_lcm_lora(sd_pipe, lcm_lora, family)
     LOADS["sdxl-turbo" if family == SDXL else "sd-turbo"] += 1
     return Components(
-        pipe.unet,
+        sd_pipe.unet,
         vae,
-        pipe.text_encoder,
-        pipe.tokenizer,
-        pipe.scheduler,
-        getattr(pipe, "text_encoder_2", None),
-        getattr(pipe, "tokenizer_2", None),
+        sd_pipe.text_encoder,
+        sd_pipe.tokenizer,
+        sd_pipe.scheduler,
+        getattr(sd_pipe, "text_encoder_2", None),
+        getattr(sd_pipe, "tokenizer_2", None),
     )
 
 

@@ -1,7 +1,7 @@
 """`load_diffusion_engine(options)`: the `sd-turbo`, `sdxl-turbo` and `tiny` engines, loaded once, IP-Adapter attached.
 
 Raises `EngineUnavailable` saying why and what to do; `speakdraw.engines` falls back then.
-The top of the diffusion package: it imports the parts (loading, families, IP-Adapter,
+The top of the diffusion package: it imports the parts (`pretrained.py`: the modules' weights; families, IP-Adapter,
 acceleration), none of them imports it.
 """
 
@@ -22,7 +22,7 @@ from speakdraw.diffusion.ip_adapter import (
     tiny_adapter_state,
     tiny_image_encoder,
 )
-from speakdraw.diffusion.loading import (
+from speakdraw.diffusion.pretrained import (
     DEFAULT_LCM_LORA,
     DEFAULT_MODEL,
     DEFAULT_SDXL_MODEL,

@@ -1,7 +1,9 @@
-"""One scheduler per device: every call's newest frame, one batched step, results back to the loop.
+"""The device runner: one thread per device runs all its work; each step is every call's newest frame, batched.
+
+Not to be confused with a diffusion *scheduler* (diffusers' LCM/Euler noise schedule inside an engine).
 
 Each call registers a `CallSlot`: a one-slot, thread-safe inbox (a newer frame replaces one not
-yet taken, counted as dropped). The scheduler's own thread waits until some slot holds a frame,
+yet taken, counted as dropped). The runner's own thread waits until some slot holds a frame,
 takes the newest frame of *every* call that has one, converts them to RGB, runs them as one
 step (`speakdraw.pipeline.process_frames`: mattes and engine frames batched, each call's state
 its own), converts back and hands each result to its call on the event loop. Calls therefore
@@ -48,16 +50,16 @@ class Processed:
 
 
 class CallSlot:
-    """A call's place at the scheduler: its newest waiting frame and where results go."""
+    """A call's place at the runner: its newest waiting frame and where results go."""
 
     def __init__(
         self,
-        scheduler: DeviceScheduler,
+        runner: DeviceRunner,
         pipeline: Pipeline,
         deliver: Callable[[Processed], None],
         loop: asyncio.AbstractEventLoop,
     ) -> None:
-        self.scheduler = scheduler
+        self.runner = runner
         self.pipeline = pipeline
         self._deliver = deliver
         self._loop = loop
@@ -67,12 +69,12 @@ class CallSlot:
 
     def put(self, frame: VideoFrame, arrived: float) -> bool:
         """Offer the newest camera frame (event loop). Returns whether it replaced an untaken one."""
-        with self.scheduler._cond:
+        with self.runner._cond:
             replaced = self._frame is not None
             if replaced:
                 self.dropped += 1
             self._frame = (frame, arrived)
-            self.scheduler._cond.notify()
+            self.runner._cond.notify()
         return replaced
 
     def _take(self) -> tuple[VideoFrame, float] | None:
@@ -80,7 +82,7 @@ class CallSlot:
         return item
 
     def deliver(self, result: Processed) -> None:
-        """From the scheduler thread: hop onto the call's loop."""
+        """From the runner thread: hop onto the call's loop."""
         if self.closed or self._loop.is_closed():
             return
         try:
@@ -93,8 +95,8 @@ class CallSlot:
             self._deliver(result)
 
     def close(self) -> None:
-        """Leave the scheduler; a step in flight may still finish, its result is dropped."""
-        self.scheduler.unregister(self)
+        """Leave the runner; a step in flight may still finish, its result is dropped."""
+        self.runner.unregister(self)
 
 
 def to_rgb(frame: VideoFrame) -> np.ndarray:
@@ -107,7 +109,7 @@ def to_frame(rgb: np.ndarray, source: VideoFrame) -> VideoFrame:
     return out
 
 
-class DeviceScheduler:
+class DeviceRunner:
     """The device's one frame thread (named `speakdraw-video`); see the module docstring."""
 
     def __init__(
@@ -156,11 +158,11 @@ class DeviceScheduler:
 
     # ---- other device work -----------------------------------------------------------------
     def call(self, fn: Callable[[], Any]) -> Future:
-        """Run `fn` on the scheduler's thread between steps; the Future has its result."""
+        """Run `fn` on the runner's thread between steps; the Future has its result."""
         future: Future = Future()
         with self._cond:
             if self._stopped:
-                future.set_exception(RuntimeError("the device scheduler is shut down"))
+                future.set_exception(RuntimeError("the device runner is shut down"))
                 return future
             self._ensure_started()
             self._calls.append((fn, future))
