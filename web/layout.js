@@ -256,10 +256,13 @@ function init() {
   if (screen.orientation) screen.orientation.addEventListener("change", onRotate);
   window.addEventListener("resize", relayout);
   // app.js sets and clears the videos' srcObject: look again when that happens (no event for it).
+  let wasIdle = true;
   setInterval(() => {
     const idle = !(ui.remoteVideo.srcObject || ui.localVideo.srcObject);
+    if (idle === wasIdle) return;
+    wasIdle = idle;
     if (idle && layout.swapped) setSwapped(false); // a new call starts with the picture on the stage
-    else if (idle !== ui.selfTile.hidden) relayout();
+    else relayout();
   }, 300);
   setSwapped(false);
 }

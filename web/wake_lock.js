@@ -10,7 +10,7 @@ export class ScreenWake {
     this.onRefused = onRefused || (() => {});
     this.wanted = false;
     this.sentinel = null;
-    this.state = { held: false, requests: 0, grants: 0, releases: 0, refused: null, supported: "wakeLock" in navigator };
+    this.state = { held: false, requests: 0, grants: 0, releases: 0, refused: null, supported: Boolean(navigator.wakeLock) };
     document.addEventListener("visibilitychange", () => {
       if (this.wanted && document.visibilityState === "visible") this.request();
     });
