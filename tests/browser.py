@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.serverproc import ServerProcess
+
 CHROMIUM = "/usr/bin/chromium"
 
 
@@ -71,8 +73,8 @@ PLAYING_JS = (
 
 # Where the call's boxes lie, in CSS px of the viewport as it is (no scrolling done).
 BOXES_JS = """() => {
-  const box = (id) => { const r = document.getElementById(id).getBoundingClientRect();
-    return {x: r.x, y: r.y, w: r.width, h: r.height}; };
+  const box = (id) => { const el = document.getElementById(id); if (!el) return null;
+    const r = el.getBoundingClientRect(); return {x: r.x, y: r.y, w: r.width, h: r.height}; };
   const v = document.getElementById('remote-video');
   return {vw: innerWidth, vh: innerHeight, scrollY, remote: box('remote-video'), self: box('local-video'),
           stage: box('stage'), videoAspect: v.videoWidth ? v.videoWidth / v.videoHeight : null,
@@ -96,3 +98,22 @@ def open_call_page(browser, url: str, **context_args):
     page.goto(url)
     page.wait_for_selector("#start:not([disabled])", timeout=20_000)
     return context, page
+
+
+def offline_default_server(folder: Path) -> ServerProcess:
+    """`speakdraw serve` with its default engine where sd-turbo cannot be had (no weights, no hub): the style
+    engine serves and the server says why, as a person running the default command offline sees it. No speech,
+    no matting (start-up in seconds). `--min-fps 0`: the style engine paints under the default 8 fps floor on
+    a 2-core CPU (about 1 fps at 512² on this loaded machine), so once it has measured itself the server would
+    turn every call after the first away as full; these tests hold one call at a time.
+    """
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "SPEAKDRAW_OFFLINE": "1",
+        "SPEAKDRAW_HOME": str(folder / "empty-home"),
+        "HF_HOME": str(folder / "empty-hf"),
+        "SPEAKDRAW_SD_TURBO_PATH": "",
+    }
+    server = ServerProcess("--min-fps", "0", engine="sd-turbo", log_path=folder / "server.log", env=env)
+    server.wait_ready(timeout=120)
+    return server

@@ -14,9 +14,8 @@ import json
 
 import pytest
 
-from tests.browser import DESKTOP, IPHONE_13, PLAYING_JS, open_call_page, require_chromium
+from tests.browser import DESKTOP, IPHONE_13, PLAYING_JS, offline_default_server, open_call_page, require_chromium
 from tests.conftest import ARTIFACTS
-from tests.serverproc import ServerProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 require_chromium()
@@ -29,22 +28,9 @@ RESULTS: dict[str, list[dict]] = {}
 
 @pytest.fixture(scope="module")
 def offline_server(tmp_path_factory):
-    """`speakdraw serve` with its default engine where sd-turbo cannot be had (no weights, no hub)."""
-    folder = tmp_path_factory.mktemp("offline")
-    env = {
-        "HF_HUB_OFFLINE": "1",
-        "SPEAKDRAW_OFFLINE": "1",
-        "SPEAKDRAW_HOME": str(folder / "empty-home"),
-        "HF_HOME": str(folder / "empty-hf"),
-        "SPEAKDRAW_SD_TURBO_PATH": "",
-    }
-    # --min-fps 0.5: the style engine paints under the default 8 fps floor on this CPU (one call at a time here).
-    server = ServerProcess("--min-fps", "0.5", engine="sd-turbo", log_path=folder / "server.log", env=env)
-    try:
-        server.wait_ready(timeout=120)
-        yield server
-    finally:
-        server.stop()
+    server = offline_default_server(tmp_path_factory.mktemp("offline"))
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module", autouse=True)

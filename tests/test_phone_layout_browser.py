@@ -1,7 +1,7 @@
 """On a phone the picture comes first (issue 23): the call page's layout in real headless Chromium, in a call.
 
-The fake camera shows a real photo (a person facing the camera); the server paints it with the style engine
-(the offline fallback people get by default) or sends it back (passthrough) where only the layout matters.
+The fake camera shows a real photo (a person facing the camera); the server is the default command offline
+(the style engine paints, a notice says why) or passthrough where only the layout matters.
 At 390x664 (iPhone 13), 412x839 (Pixel 7) and 1280x800: the transformed picture's box (#remote-video, sized to
 the picture's aspect) lies inside the viewport without scrolling and spans the width of a portrait phone; the
 self-view is a small overlay on it; tap swaps, drag and arrow keys move it; rotation relayouts; full screen;
@@ -19,10 +19,10 @@ from tests.browser import (
     PIXEL_7,
     PLAYING_JS,
     inside_fraction,
+    offline_default_server,
     open_call_page,
     require_chromium,
 )
-from tests.serverproc import ServerProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 require_chromium()
@@ -32,17 +32,10 @@ DEVICES = {"iphone13": IPHONE_13, "pixel7": PIXEL_7, "desktop": DESKTOP}
 
 @pytest.fixture(scope="module")
 def style_server(tmp_path_factory):
-    """The style engine, as the default command serves offline; no speech, no matting (start-up in seconds).
-
-    `--min-fps 0.5`: on this 2-core CPU the style engine paints under the default floor of 8 fps, so once it has
-    measured itself the server would turn every call after the first away as full.
-    """
-    server = ServerProcess("--min-fps", "0.5", engine="style", log_path=tmp_path_factory.mktemp("style") / "server.log")
-    try:
-        server.wait_ready(timeout=120)
-        yield server
-    finally:
-        server.stop()
+    """The default command offline: the style engine paints, and a notice says why (it takes room too)."""
+    server = offline_default_server(tmp_path_factory.mktemp("offline"))
+    yield server
+    server.stop()
 
 
 def _area(box: dict) -> float:
@@ -89,6 +82,7 @@ def test_the_painted_picture_is_the_stage(photo_chromium, style_server, artifact
         print(f"{device}: stage {inside:.0%} inside, {boxes['remote']['w'] / boxes['vw']:.0%} of the width;")
         print(f"  self-view {share:.1%} of the stage")
         _check_stage(boxes, portrait_phone=device != "desktop")
+        assert page.locator("#warnings").is_visible()  # the fallback's notice is on the page, and fits too
         # The controls are on the first screen too: hang up, record, the prompt.
         for control in ("#stop", "#record", "#prompt"):
             assert inside_fraction(_box(page, control), boxes["vw"], boxes["vh"]) == 1.0, control
