@@ -115,16 +115,9 @@ function onMessage(msg) {
     case "stats":
       showStats(msg);
       break;
-    case "status": {
-      // The server's status repeats its warnings, already shown once as notices: then say only where the call is.
-      const message = msg.message || "";
-      if (message && message !== "ready" && !message.startsWith("loading ") && !isOnlyWarnings(message, state.serverWarnings)) {
-        setStatus(message);
-      } else {
-        setStatus(msg.ready ? "In the call" : "In the call: the painter is loading, you see your camera until it is ready");
-      }
+    case "status":
+      showCallStatus(msg);
       break;
-    }
     case "transcript":
       // The active prompt follows the server's `settings` reply, not the final itself:
       // a final may be a spoken command ("stronger") or be ignored (voice prompts off).
@@ -145,6 +138,29 @@ function onMessage(msg) {
     default:
       break;
   }
+}
+
+/**
+ * The server's status in the status line. It repeats the server's warnings, already shown once as notices:
+ * then the line says only where the call is. Warnings that appeared after the page loaded (the model finished
+ * loading meanwhile) are fetched once before deciding.
+ */
+async function showCallStatus(msg, refreshed = false) {
+  const message = msg.message || "";
+  const routine = !message || message === "ready" || message.startsWith("loading ");
+  if (routine || isOnlyWarnings(message, state.serverWarnings)) {
+    setStatus(msg.ready ? "In the call" : "In the call: the painter is loading, you see your camera until it is ready");
+    return;
+  }
+  if (!refreshed) {
+    const info = await apiFetch("/api/settings").catch(() => null);
+    if (info) {
+      showServer(info.server || {});
+      if (state.call) showCallStatus(msg, true);
+      return;
+    }
+  }
+  setStatus(message); // something else: a pipeline fault and what was done about it
 }
 
 async function pollDecoded() {
