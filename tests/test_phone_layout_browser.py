@@ -83,6 +83,11 @@ def test_the_painted_picture_is_the_stage(photo_chromium, style_server, artifact
         print(f"  self-view {share:.1%} of the stage")
         _check_stage(boxes, portrait_phone=device != "desktop")
         assert page.locator("#warnings").is_visible()  # the fallback's notice is on the page, and fits too
+        for video in ("#remote-video", "#local-video"):  # iOS plays inline only with these
+            assert page.evaluate(
+                "(sel) => { const v = document.querySelector(sel); return v.playsInline && v.autoplay && v.muted; }",
+                video,
+            ), video
         # The controls are on the first screen too: hang up, record, the prompt.
         for control in ("#stop", "#record", "#prompt"):
             assert inside_fraction(_box(page, control), boxes["vw"], boxes["vh"]) == 1.0, control
