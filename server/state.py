@@ -19,6 +19,7 @@ from aiortc import MediaStreamTrack
 from server.call_speech import SpeechObserver
 from server.capacity import CapacityOptions
 from server.config import ServerConfig
+from server.notices import notices
 from server.resume import ResumeStore
 from server.tracks import VideoObserver
 from server.workers import DeviceWorkers
@@ -140,6 +141,7 @@ class AppState:
             "features": features,
             "image_prompt_reason": self.image_prompt_reason(),  # None when image prompts work
             "warnings": list(self.warnings),
+            "notices": notices(self.warnings),  # the same, one plain sentence each (server/notices.py)
         }
 
 

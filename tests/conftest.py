@@ -33,6 +33,21 @@ def camera_chromium(tmp_path_factory):
         browser.close()
 
 
+@pytest.fixture(scope="module")
+def photo_chromium(tmp_path_factory):
+    """Headless Chromium whose fake camera shows a real photo of a person (tests/browser.py photo_camera)."""
+    from tests.browser import launch_chromium, photo_camera, require_chromium
+
+    sync_api = require_chromium()
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed")
+    video = photo_camera(tmp_path_factory.mktemp("photo"))
+    with sync_api.sync_playwright() as pw:
+        browser = launch_chromium(pw, video=video)
+        yield browser
+        browser.close()
+
+
 @pytest.fixture
 def torch_one_thread():
     import torch

@@ -42,15 +42,6 @@ def chromium(fake_media) -> Iterator:
         browser.close()
 
 
-def _num(text: str) -> float:
-    """'12.5', '40 ms' -> number; '–' (no data yet) -> 0."""
-    head = text.strip().split(" ")[0]
-    try:
-        return float(head)
-    except ValueError:
-        return 0.0
-
-
 # A <video>'s current frame as a 16x16 grid of RGB cells (drawn to a canvas in the page; CSS mirroring
 # does not affect drawImage).
 CELLS_JS = """(id) => {
@@ -91,6 +82,31 @@ def _open_page(browser, url: str, **context_args):
     return context, page
 
 
+# The newest `stats` message next to what the stats panel shows from it (both change in the same event task).
+LAST_STATS_JS = """() => new Promise((resolve) => {
+  const channel = window.speakdraw.state.call.channel;
+  const onMessage = (event) => {
+    const msg = JSON.parse(event.data);
+    if (msg.type !== 'stats') return;
+    channel.removeEventListener('message', onMessage);
+    setTimeout(() => resolve({msg, shown: document.getElementById('stats-dropped').textContent}), 0);
+  };
+  channel.addEventListener('message', onMessage);
+})"""
+
+
+def _check_dropped(page) -> None:
+    """ "dropped" on the page is the server's count, and it agrees with the frames the server counted: every
+    frame sent back is a received frame that was not dropped (passthrough, no failures, no repeats)."""
+    got = page.evaluate(LAST_STATS_JS)
+    msg = got["msg"]
+    dropped, frames_in, frames_out = msg["dropped"], msg["frames_in"], msg["frames_out"]
+    assert got["shown"] == str(dropped), got
+    assert isinstance(dropped, int) and 0 <= dropped <= frames_in, msg
+    assert msg["errors"] == 0 and frames_in > 0, msg
+    assert frames_out <= frames_in - dropped, msg  # nothing sent that did not come in, or came in and was dropped
+
+
 def _check_call(page, server, screenshot: Path, *, invert_before_call: bool) -> None:
     """Start a call and check what a person would see: server video playing, stats moving, controls live.
 
@@ -102,9 +118,9 @@ def _check_call(page, server, screenshot: Path, *, invert_before_call: bool) -> 
     assert page.locator("#setting-strength").get_attribute("type") == "range"
     assert page.locator("#transcript").inner_text().strip() == ""
     if invert_before_call:
-        page.click("details summary")
+        page.click("#more-settings summary")
         page.select_option("#setting-passthrough_effect", "invert")
-        page.click("details summary")
+        page.click("#more-settings summary")
 
     page.click("#start")
     page.wait_for_function(
@@ -128,13 +144,13 @@ def _check_call(page, server, screenshot: Path, *, invert_before_call: bool) -> 
         timeout=10_000,
     )
     page.wait_for_function("() => document.getElementById('stats-rtt').textContent.endsWith('ms')", timeout=5_000)
-    assert _num(page.inner_text("#stats-dropped")) >= 0
     assert page.inner_text("#stats-latency").endswith("ms")
+    _check_dropped(page)
 
     # The frames come from the server's pipeline: with its visible cheap transform (invert) on, chosen from
     # the schema-built control, the remote picture is the negative of the camera's; with it off, the same.
     # (The moving parts of the test pattern differ by a frame or two of delay, hence fractions.)
-    page.click("details summary")
+    page.click("#more-settings summary")
     if invert_before_call:
         assert _agreement(page, inverted=True) > 0.8 and _agreement(page, inverted=False) < 0.2
         page.select_option("#setting-passthrough_effect", "none")
@@ -212,16 +228,10 @@ def _check_transcript_rendering(page) -> None:
     assert lines == [["a red fox", "final"], ["in the", "partial"]]
 
 
-def _boxes(page) -> tuple[dict, dict]:
-    return page.locator("#local-video").bounding_box(), page.locator("#remote-video").bounding_box()
-
-
 def test_desktop_call_over_http(chromium, start_server, artifacts_dir):
     server = start_server()
     context, page = _open_page(chromium, server.base + "/", viewport={"width": 1280, "height": 900})
     try:
-        local, remote = _boxes(page)
-        assert abs(local["y"] - remote["y"]) < 2 and remote["x"] > local["x"] + local["width"] - 1, "not side by side"
         _check_call(page, server, artifacts_dir / "browser-desktop.png", invert_before_call=False)
         _check_transcript_rendering(page)
     finally:
@@ -256,9 +266,6 @@ def test_phone_call_over_https_with_token(chromium, start_server, artifacts_dir)
     context, page = _open_page(chromium, f"{base}/?token={TOKEN}", **phone)
     try:
         assert page.evaluate("window.isSecureContext")
-        local, remote = _boxes(page)
-        assert remote["y"] >= local["y"] + local["height"] - 1, "videos are not stacked on a phone"
-        assert local["width"] <= 390
         _check_call(page, server, artifacts_dir / "browser-phone.png", invert_before_call=True)
     finally:
         context.close()

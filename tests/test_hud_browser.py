@@ -77,6 +77,7 @@ def test_hud_snapshot_and_output_links(camera_chromium, start_server, artifacts_
         assert not page.locator("#hud").is_visible()
         page.fill("#prompt", "h")  # typing an "h" into the prompt leaves the HUD alone
         assert not page.locator("#hud").is_visible()
+        page.click("#more-toggle")  # the HUD button and the output links are in the call bar's "More"
         page.click("#hud-toggle")
         assert page.locator("#hud").is_visible()
         assert page.get_attribute("#hud-toggle", "aria-pressed") == "true"
@@ -97,6 +98,7 @@ def test_hud_snapshot_and_output_links(camera_chromium, start_server, artifacts_
         session_id = page.evaluate("window.speakdraw.state.call.sessionId")
         href = page.get_attribute("#open-output", "href")
         assert href == f"/api/sessions/{session_id}/stream.mjpg?token={TOKEN}"
+        page.click("#more-toggle")  # (the snapshot click outside it closed the menu)
         page.click("#copy-obs-url")
         obs_url = page.evaluate("navigator.clipboard.readText()")
         assert obs_url == f"{server.base}{href}"

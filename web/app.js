@@ -1,10 +1,14 @@
 // Call page wiring: loads /api/settings, builds the controls, runs one Call at a time and shows
 // what the server says on the control channel (settings, stats, status, transcript, errors).
+// During a call the screen is kept on (wake_lock.js) and the painted video can be recorded (recorder.js).
 
 import { ApiError, apiFetch } from "./api.js";
 import { Call } from "./call.js";
 import { buildControls } from "./controls.js";
+import { callNotice, isOnlyWarnings, renderNotices } from "./notices.js";
 import { showStats, showTranscript, clearStats, clearTranscript } from "./panels.js";
+import { ClipRecorder } from "./recorder.js";
+import { ScreenWake } from "./wake_lock.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -30,12 +34,24 @@ const state = {
   controls: null,
   defaults: {}, // the server's default settings
   current: {}, // the last settings the server confirmed (or its defaults before a call)
-  serverWarnings: [],
-  callWarnings: [],
+  serverWarnings: [], // the server's technical warnings (its status messages repeat them)
+  serverNotices: [], // the same as {summary, detail}
+  callNotices: [], // this call's, from the page and the channel
   decodeTimer: null,
 };
 // A handle for the browser console and the browser tests: window.speakdraw.state.call.pc etc.
-window.speakdraw = { state };
+window.speakdraw = Object.assign(window.speakdraw || {}, { state });
+
+const wake = new ScreenWake({
+  onRefused: (detail) => addCallNotice("The screen may turn off during the call: this browser didn't keep it on", detail),
+});
+window.speakdraw.wakeLock = wake.state;
+
+const recorder = new ClipRecorder(
+  { button: $("record"), label: $("record-label"), chip: $("rec-timer"), time: $("rec-time"), link: $("record-download") },
+  { onWarning: (summary, detail) => addCallNotice(summary, detail) },
+);
+window.speakdraw.recorder = recorder.state;
 
 function setStatus(text) {
   ui.status.textContent = text;
@@ -47,20 +63,21 @@ function showError(text) {
 }
 
 function renderWarnings() {
-  const all = [...state.serverWarnings, ...state.callWarnings];
-  ui.warnings.replaceChildren(
-    ...all.map((text) => {
-      const li = document.createElement("li");
-      li.textContent = text;
-      return li;
-    }),
-  );
-  ui.warnings.hidden = all.length === 0;
+  renderNotices(ui.warnings, [...state.serverNotices, ...state.callNotices]);
 }
 
-function addCallWarning(text) {
-  if (!state.callWarnings.includes(text)) state.callWarnings.push(text);
+/** A notice for this call: one plain sentence, the technical detail on a tap; each one once. */
+function addCallNotice(summary, detail = "") {
+  if (!state.callNotices.some((n) => n.summary === summary && n.detail === detail)) {
+    state.callNotices.push({ summary, detail });
+  }
   renderWarnings();
+}
+
+/** Call and page warnings (text in call.js's terms) as notices. */
+function addCallWarning(text) {
+  const notice = callNotice(text);
+  addCallNotice(notice.summary, notice.detail);
 }
 
 function setActivePrompt(text) {
@@ -98,12 +115,9 @@ function onMessage(msg) {
     case "stats":
       showStats(msg);
       break;
-    case "status": {
-      const engine = msg.engine || "engine";
-      const readiness = msg.ready ? "" : " (not ready)";
-      setStatus(msg.message ? `${engine}${readiness}: ${msg.message}` : `${engine} ${msg.ready ? "ready" : "not ready"}`);
+    case "status":
+      showCallStatus(msg);
       break;
-    }
     case "transcript":
       // The active prompt follows the server's `settings` reply, not the final itself:
       // a final may be a spoken command ("stronger") or be ignored (voice prompts off).
@@ -118,12 +132,35 @@ function onMessage(msg) {
         ui.settingsError.hidden = false;
         if (state.controls) state.controls.set(state.current, { force: true });
       } else {
-        addCallWarning(`server: ${msg.code}: ${msg.message}`);
+        addCallNotice(msg.message || "The server reported a problem", `server error ${msg.code}: ${msg.message}`);
       }
       break;
     default:
       break;
   }
+}
+
+/**
+ * The server's status in the status line. It repeats the server's warnings, already shown once as notices:
+ * then the line says only where the call is. Warnings that appeared after the page loaded (the model finished
+ * loading meanwhile) are fetched once before deciding.
+ */
+async function showCallStatus(msg, refreshed = false) {
+  const message = msg.message || "";
+  const routine = !message || message === "ready" || message.startsWith("loading ");
+  if (routine || isOnlyWarnings(message, state.serverWarnings)) {
+    setStatus(msg.ready ? "In the call" : "In the call: the painter is loading, you see your camera until it is ready");
+    return;
+  }
+  if (!refreshed) {
+    const info = await apiFetch("/api/settings").catch(() => null);
+    if (info) {
+      showServer(info.server || {});
+      if (state.call) showCallStatus(msg, true);
+      return;
+    }
+  }
+  setStatus(message); // something else: a pipeline fault and what was done about it
 }
 
 async function pollDecoded() {
@@ -135,19 +172,26 @@ async function pollDecoded() {
   else if (stat) ui.decodedFps.textContent = "0";
 }
 
+/** In a call the bar shows "Hang up" where "Start call" was (keyboard focus moves along). */
 function setInCall(inCall) {
+  const focused = document.activeElement;
   ui.start.disabled = inCall;
+  ui.start.hidden = inCall;
   ui.stop.disabled = !inCall;
+  ui.stop.hidden = !inCall;
   ui.switchCamera.disabled = !inCall;
+  if (focused === ui.start && inCall) ui.stop.focus();
+  if (focused === ui.stop && !inCall) ui.start.focus();
 }
 
 async function startCall() {
   showError("");
-  state.callWarnings = [];
+  state.callNotices = [];
   renderWarnings();
   clearStats();
   clearTranscript();
   setInCall(true);
+  wake.acquire(); // not awaited: a refusal only adds a notice
   const call = new Call({
     onLocalStream(stream, facing) {
       ui.localVideo.srcObject = stream;
@@ -157,6 +201,7 @@ async function startCall() {
     onRemoteStream(stream) {
       ui.remoteVideo.srcObject = stream;
       ui.remoteVideo.play().catch(() => {});
+      recorder.setStream(stream);
     },
     onMessage,
     onRtt(ms) {
@@ -191,6 +236,8 @@ function endCallUi(reason) {
   clearInterval(state.decodeTimer);
   state.decodeTimer = null;
   state.call = null;
+  recorder.setStream(null); // a recording stops here; its clip stays to save
+  wake.release();
   ui.localVideo.srcObject = null;
   ui.remoteVideo.srcObject = null;
   setInCall(false);
@@ -239,6 +286,10 @@ async function init() {
 /** Server capabilities and warnings; while its model loads, look again every 2 s. */
 function showServer(server) {
   state.serverWarnings = (server.warnings || []).map(String);
+  // `notices` (one plain sentence each) where the server has them; its bare warnings otherwise.
+  state.serverNotices = Array.isArray(server.notices)
+    ? server.notices.map((n) => ({ summary: String(n.summary), detail: String(n.detail || "") }))
+    : state.serverWarnings.map((text) => ({ summary: text, detail: "" }));
   renderWarnings();
   const parts = [
     `engine ${server.engine}`,
@@ -252,7 +303,7 @@ function showServer(server) {
   transcript.dataset.empty =
     !server.stt || server.stt === "off" ? "Speech recognition is off on this server." : "What you say shows here.";
   const loading = server.ready === false;
-  if (!state.call) setStatus(loading ? "model loading… (calls use passthrough until it is ready)" : "ready to call");
+  if (!state.call) setStatus(loading ? "The painter is loading: a call shows your camera until it is ready" : "Ready to call");
   if (loading) {
     setTimeout(async () => {
       try {

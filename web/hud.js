@@ -18,8 +18,9 @@
 //   (ping RTT / 2) + in server + net (downlink) + display. Not included, for want of a measurement: the
 //   server's receive jitter buffer and decode before a frame reaches the pipeline.
 //
-// Keys: "h" toggles the HUD (not while typing). Output tools: snapshot (PNG of the remote video, client
-// side), "open output" (the session's MJPEG stream) and "copy OBS URL" (the same, absolute, with token).
+// Keys: "h" toggles the HUD (not while typing). Output tools: snapshot (#snapshot in the call bar: a PNG of the
+// remote video, client side), "open output" (the session's MJPEG stream) and "copy OBS URL" (the same,
+// absolute, with token); the last two and the HUD button go into #output-tools ("More" on a phone).
 
 import { token } from "./api.js";
 
@@ -65,7 +66,6 @@ function outputUrl(sessionId, absolute) {
 function buildTools(box) {
   box.innerHTML = `
     <button id="hud-toggle" type="button" aria-pressed="false" title="Latency HUD (key: h)">HUD</button>
-    <button id="snapshot" type="button" disabled title="Save the transformed frame as PNG">Snapshot</button>
     <a id="open-output" class="button disabled" target="_blank" rel="noopener" aria-disabled="true"
        title="The transformed video as MJPEG, for a second screen">Open output</a>
     <button id="copy-obs-url" type="button" disabled title="MJPEG URL for an OBS media/browser source">Copy OBS URL</button>
