@@ -10,7 +10,8 @@ its own GIL, which Ray's threads do not share), and its death is plain to see:
 - the server drains and exits (SIGTERM): the same restart, i.e. a rolling restart of that worker.
 
 The server listens on the node's address with an explicit token only the front doors get (through
-`info()`, over Ray); the browser never talks HTTP to a worker, only media (its ICE candidates).
+`info()`, over Ray); with `--ray-address local`, on loopback with no token unless `--token` was given (as a
+plain `speakdraw serve`). The browser never talks HTTP to a worker, only media (its ICE candidates).
 This module imports no Ray at module level: the actor class is made with `ray.remote(WorkerProcess)`.
 """
 
@@ -39,7 +40,7 @@ def free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
-def worker_command(worker_id: str, host: str, port: int, token: str, serve_argv: list[str]) -> list[str]:
+def worker_command(worker_id: str, host: str, port: int, token: str | None, serve_argv: list[str]) -> list[str]:
     """The child's command line: every media flag the front door was given, its own listener and id."""
     return [
         sys.executable,
@@ -55,15 +56,14 @@ def worker_command(worker_id: str, host: str, port: int, token: str, serve_argv:
         str(port),
         "--https-port",
         "0",
-        "--token",
-        token,
+        *(["--token", token] if token else []),
     ]
 
 
 class WorkerProcess:
     """The actor's body (see the module docstring). Its methods run on the actor's main thread."""
 
-    def __init__(self, worker_id: str, serve_argv: list[str], token: str, settings: dict[str, Any]) -> None:
+    def __init__(self, worker_id: str, serve_argv: list[str], token: str | None, settings: dict[str, Any]) -> None:
         import ray
 
         context = ray.get_runtime_context()

@@ -182,7 +182,10 @@ def _run(args: argparse.Namespace, serve_argv: list[str]) -> int:
     try:
         plan = _plan(args, serve_argv)
         directory = RayDirectory()
-        ids = directory.ensure(plan, token=secrets.token_urlsafe(16))
+        # Workers on a node's address need a token (only the front doors get it, over Ray); with `local` they
+        # listen on loopback like a plain `speakdraw serve`, and need one only when --token was given.
+        local_open = args.ray_address == "local" and args.token is None
+        ids = directory.ensure(plan, token=None if local_open else secrets.token_urlsafe(16))
         log.info(
             "workers %s (%g GPU, %g CPU each) with: serve %s",
             ", ".join(ids) or "-",

@@ -44,7 +44,7 @@ class RayDirectory:
         self._handles: dict[str, Any] = {}
         self._pending: dict[str, Any] = {}  # worker id -> its info() call still in flight
 
-    def ensure(self, plan: WorkerPlan, token: str) -> list[str]:
+    def ensure(self, plan: WorkerPlan, token: str | None) -> list[str]:
         import ray
 
         actor_class = ray.remote(WorkerProcess)
