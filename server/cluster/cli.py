@@ -81,6 +81,8 @@ def worker_argv(args: argparse.Namespace, add_serve_args: Callable[[argparse.Arg
 
 
 def main(args: argparse.Namespace, add_serve_args: Callable, worker_config: Callable) -> int:
+    if args.cluster_action or args.ray_address != "local":
+        _send_ray_token()  # before Ray is imported: it reads RAY_AUTH_MODE once
     try:
         import ray  # noqa: F401
     except ImportError:
@@ -94,6 +96,16 @@ def main(args: argparse.Namespace, add_serve_args: Callable, worker_config: Call
         return _down(args)
     worker_config(args)  # the workers' flags are checked here, once, not by a restart loop on every node
     return _run(args, worker_argv(args, add_serve_args))
+
+
+def _send_ray_token() -> None:
+    """Ray 2.5x gives the cluster `ray.init()` starts a token (~/.ray/auth_token), which a driver that joins must
+    send: it does only with RAY_AUTH_MODE=token. Set it when a token is at hand and the user chose no mode."""
+    from pathlib import Path
+
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or token_file.exists()):
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def _connect(address: str) -> None:
