@@ -35,7 +35,12 @@ SMALL = {"width": 256, "height": 256}
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     logs = tmp_path_factory.mktemp("cluster")
-    c = ClusterProcess("--cpu-cores", "1", log_path=logs / "front-door-1.log")
+    # --min-fps 4: when a killed worker restarts, Ray's new worker process and the new server's start-up take these
+    # 2 shared cores for seconds; the survivor's latency guard then cuts its measured capacity, and at the default
+    # floor of 8 fps it would refuse the rejoining calls (as it should, on a machine this busy).
+    c = ClusterProcess(
+        "--cpu-cores", "1", "--min-fps", "4", "--log-level", "warning", log_path=logs / "front-door-1.log"
+    )  # fmt: skip
     try:
         c.wait_ready()
         yield c
@@ -321,11 +326,17 @@ class RejoiningCaller:
 
     def __init__(self, base: str, index: int, settings: dict, silence_s: float = 1.0) -> None:
         self.base, self.index, self.settings, self.silence_s = base, index, settings, silence_s
-        self.client = RtcClient(base, caller=index, settings=settings, fps=15, keep_frames=3)
+        self.client = self._client()
         self.first_session: str | None = None
         self.rejoined_at: float | None = None
         self.frames_before_rejoin = 0
         self.old: list[RtcClient] = []
+        self.attempts: list[tuple[float, str | None, str]] = []  # (when, session id, outcome) of each rejoin try
+
+    def _client(self, **extra) -> RtcClient:
+        client = RtcClient(self.base, caller=self.index, settings=self.settings, fps=10, keep_frames=3, **extra)
+        client.video.width = client.video.height = 256  # light on this machine's 2 cores (ids are not read here)
+        return client
 
     def frames(self) -> int:
         return self.frames_before_rejoin + self.client.frames_received
@@ -345,17 +356,17 @@ class RejoiningCaller:
             self.old.append(old)
             self.frames_before_rejoin = old.frames_received
             for _attempt in range(6):  # the page's tries, shortened
-                new = RtcClient(
-                    self.base, caller=self.index, settings=self.settings, fps=15, keep_frames=3,
-                    offer_extra={"resume": old.session_id},
-                )  # fmt: skip
+                new = self._client(offer_extra={"resume": old.session_id})
+                tried_at = time.monotonic()
                 try:
                     await new.connect()
                     await new.wait_frames(3, timeout=10)
-                except (RuntimeError, TimeoutError, aiohttp.ClientError):
+                except (RuntimeError, TimeoutError, aiohttp.ClientError) as exc:
+                    self.attempts.append((tried_at, new.session_id, str(exc)[-160:]))
                     await new.close(hang_up=True)
                     await asyncio.sleep(1.0)
                     continue
+                self.attempts.append((tried_at, new.session_id, "ok"))
                 self.client, self.rejoined_at = new, time.monotonic()
                 break
 
@@ -393,7 +404,27 @@ async def test_sigkill_of_a_worker_its_callers_rejoin_on_the_other_the_others_se
         os.kill(pid, signal.SIGKILL)
         keepers = [asyncio.ensure_future(c.keep_alive(killed_at + 20)) for c in by_worker[victim]]
         state, waited = await asyncio.to_thread(cluster.wait_state, victim, {"dead"}, 10.0)
+        print(f"{victim} dead after {waited:.2f} s")
         assert waited <= 2.0, waited
+
+        victim_back_at: float | None = None
+        seen: list[str] = []
+
+        async def watch_victim() -> None:
+            nonlocal victim_back_at
+            while True:
+                await asyncio.sleep(0.2)
+                w = await asyncio.to_thread(cluster.worker, victim)
+                if not seen or seen[-1] != w["state"]:
+                    seen.append(w["state"])
+                    print(
+                        f"  {time.monotonic() - killed_at:.1f} s after the kill: {victim} {w['state']}, pid {w['pid']}"
+                    )
+                if w["state"] == "alive":
+                    victim_back_at = time.monotonic()
+                    return
+
+        watcher = asyncio.ensure_future(watch_victim())  # the states /healthz shows, for the log
         probe = RtcClient(cluster.base, caller=7, settings=SMALL)  # a new offer now goes to the live worker
         await probe.connect()
         assert owner(probe.session_id) == survivor
@@ -401,9 +432,15 @@ async def test_sigkill_of_a_worker_its_callers_rejoin_on_the_other_the_others_se
 
         await asyncio.gather(*keepers)
         for caller in by_worker[victim]:
+            print("rejoin tries", [(round(t - killed_at, 2), sid, what) for t, sid, what in caller.attempts])
             assert caller.rejoined_at is not None, "a caller of the dead worker did not rejoin"
             assert caller.rejoined_at - killed_at <= 10.0, caller.rejoined_at - killed_at
-            assert owner(caller.client.session_id) == survivor and caller.client.answer["resumed"] is False
+            # a new call on a live worker: the survivor, or (when the survivor's capacity model counted itself full
+            # while this machine's cores were busy restarting the other) the restarted worker
+            assert caller.client.session_id != caller.first_session and caller.client.answer["resumed"] is False
+            landed = owner(caller.client.session_id)
+            if victim_back_at is None or caller.attempts[-1][0] < victim_back_at:
+                assert landed == survivor, (landed, caller.attempts)
             reply = await caller.client.request({"type": "settings", "settings": {}}, "settings")
             carried = {k: reply["settings"][k] for k in ("prompt", "seed", "mode")}
             assert carried == {k: caller.settings[k] for k in ("prompt", "seed", "mode")}, carried
@@ -414,6 +451,8 @@ async def test_sigkill_of_a_worker_its_callers_rejoin_on_the_other_the_others_se
         assert all(a >= 0.9 * b for a, b in zip(after_fps, base_fps, strict=True)), (base_fps, after_fps)
 
         state, waited = await asyncio.to_thread(cluster.wait_state, victim, {"alive"}, 120.0)
+        await watcher
+        assert seen[0] == "dead" and seen[-1] == "alive", seen
         restarted = cluster.worker(victim)
         assert restarted["pid"] != pid
         print(f"worker {victim} alive again {time.monotonic() - killed_at:.1f} s after the kill: {restarted}")

@@ -45,7 +45,7 @@ class WorkerView:
     id: str
     info: dict[str, Any] | None = None  # the actor's info(): url, node, pid, token, min_fps, max_sessions
     health: dict[str, Any] | None = None  # its last good /healthz
-    health_at: float = -math.inf  # monotonic time that /healthz was asked for
+    health_at: float = -math.inf  # monotonic time its last good /healthz arrived
     state: str = "starting"
     ever_alive: bool = False
     need_info: bool = True
@@ -109,8 +109,8 @@ class Fleet:
         self,
         directory: Directory,
         interval_s: float = 0.5,
-        health_timeout_s: float = 1.0,
-        stale_s: float = 1.5,
+        health_timeout_s: float = 2.0,
+        stale_s: float = 2.0,
         discover_s: float = 2.0,
         on_change: Callable[[WorkerView, str], None] | None = None,
     ) -> None:
@@ -188,7 +188,7 @@ class Fleet:
                 health = await resp.json()
         except (TimeoutError, aiohttp.ServerTimeoutError):  # slow (a loaded machine): lost only once stale
             view.last_error = "healthz: timeout"
-            self._stale(view, asked)
+            self._stale(view, time.monotonic())
             return
         except (aiohttp.ClientConnectionError, ConnectionError) as exc:  # refused or reset: it is gone
             view.last_error = f"healthz: {type(exc).__name__}"
@@ -196,7 +196,7 @@ class Fleet:
             return
         except (aiohttp.ClientError, ValueError) as exc:
             view.last_error = f"healthz: {type(exc).__name__}"
-            self._stale(view, asked)
+            self._stale(view, time.monotonic())
             return
         info = view.info or {}
         if health.get("worker") not in (None, view.id) or (info.get("pid") and health.get("pid") != info["pid"]):
@@ -204,7 +204,9 @@ class Fleet:
             if health.get("worker") not in (None, view.id):
                 self.lost(view)
                 return
-        view.health, view.health_at, view.last_error = health, asked, ""
+        # fresh as of its arrival (a slow answer from a busy machine is still a sign of life); the calls it
+        # counts are those answered before it was asked
+        view.health, view.health_at, view.last_error = health, time.monotonic(), ""
         view.recent = [t for t in view.recent if t > asked]  # calls answered before this /healthz are counted
         if health.get("draining"):
             self._set(view, "draining")

@@ -85,9 +85,10 @@ async def token_middleware(request: web.Request, handler) -> web.StreamResponse:
 
 
 def _no_room(fleet: Fleet, retry_after: int | None, tried: list[str]) -> web.Response:
-    counts = fleet.counts()
-    detail = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no workers yet"
-    message = f"no worker has room for another call ({detail}" + (f"; tried {', '.join(tried)})" if tried else ")")
+    views = [fleet.workers[k] for k in sorted(fleet.workers)]
+    detail = ", ".join(f"{v.id} {v.state}" + (f" room {max(0, v.room())}" if v.state == "alive" else "") for v in views)
+    message = f"no worker has room for another call ({detail or 'no workers yet'}"
+    message += f"; tried {', '.join(tried)})" if tried else ")"
     return json_error(503, "server_full", message, headers={"Retry-After": str(retry_after or 2)})
 
 
