@@ -1,8 +1,8 @@
 """Capacity doubles where the device is the limit (issue 21): each worker's passthrough engine takes 100 ms of its
 device thread per frame (`--simulate-model-ms`, a sleep, so these 2 shared cores are not what limits), i.e. 10
 frames/s per worker (at 40 ms the sleeps' late wake-ups on this loaded machine grew with the frames both workers
-moved, so the CPU was a second limit). Four callers offer 15 fps each (60, more than one worker can take): straight to one worker,
-then through the front door to two, alternated twice in the same run."""
+moved, so the CPU was a second limit). Four callers offer 15 fps each (60, more than one worker can take):
+straight to one worker, then through the front door to two, alternated twice in the same run."""
 
 from __future__ import annotations
 
@@ -20,6 +20,12 @@ pytest.importorskip("ray")
 SMALL = {"width": 256, "height": 256}
 
 
+async def _fleet_after(cluster: ClusterProcess, seconds: float) -> list:
+    await asyncio.sleep(seconds)
+    health = await asyncio.to_thread(cluster.health)
+    return [(w["id"], w["sessions"], w["capacity"]) for w in health["workers"]]
+
+
 @pytest.mark.slow
 async def test_two_workers_deliver_twice_the_frames_of_one_when_the_device_is_the_limit(tmp_path):
     cluster = ClusterProcess(
@@ -32,17 +38,9 @@ async def test_two_workers_deliver_twice_the_frames_of_one_when_the_device_is_th
         totals: dict[str, list[float]] = {"one": [], "two": []}
         for _ in range(2):
             for name, base in (("one", one_worker), ("two", cluster.base)):
-                seen: list = []
-
-                async def look() -> None:
-                    await asyncio.sleep(8.0)
-                    h = await asyncio.to_thread(cluster.health)
-                    seen.append([(w["id"], w["sessions"], w["capacity"]) for w in h["workers"]])
-
-                looker = asyncio.ensure_future(look())
+                looker = asyncio.ensure_future(_fleet_after(cluster, 8.0))  # mid-run: how the calls spread
                 run = await run_callers(base, callers=4, seconds=8.0, fps=15.0, settings=SMALL, warmup_s=4.0)
-                await looker
-                print(name, run.summary()["fps_per_caller"], seen)
+                print(name, run.summary()["fps_per_caller"], await looker)
                 summary = run.summary()
                 assert summary["foreign_frames"] == 0, summary
                 totals[name].append(summary["fps_total"])
