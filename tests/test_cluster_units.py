@@ -183,3 +183,22 @@ async def test_sigterm_on_a_worker_lets_its_call_end_then_exits(start_server):
 def test_a_worker_id_is_url_safe_and_has_no_dash(bad):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--worker-id", bad])
+
+
+def test_the_kuberay_manifest_asks_for_gpu_workers_and_its_front_door_command_parses():
+    import shlex
+
+    import yaml
+
+    docs = {d["kind"]: d for d in yaml.safe_load_all((REPO / "contrib" / "kuberay" / "raycluster.yaml").read_text())}
+    cluster = docs["RayCluster"]["spec"]
+    assert cluster["enableInTreeAutoscaling"] is True
+    (gpu,) = cluster["workerGroupSpecs"]
+    assert gpu["rayStartParams"]["num-gpus"] == "1" and gpu["maxReplicas"] > gpu["minReplicas"]
+    assert gpu["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    front = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    words = shlex.split(front["args"][0].replace('"$SPEAKDRAW_TOKEN"', "t").replace('"$TURN_SECRET"', "s"))
+    assert words[:3] == ["exec", "speakdraw", "cluster"]
+    args = build_parser().parse_args(words[2:])
+    assert args.gpus_per_worker == 1 and args.ray_address.endswith(":6379") and args.token == "t"
+    assert "--turn-secret=s" in worker_argv(args, add_serve_args)  # every worker relays through the same TURN
