@@ -306,6 +306,28 @@ async def test_the_front_door_adds_nothing_to_the_media_path(cluster, tmp_path):
     assert p50["cluster"] <= 1.15 * p50["serve"], p50
 
 
+async def test_sigkill_of_a_workers_ray_actor_takes_its_server_along_and_ray_restarts_both(cluster):
+    await idle(cluster)
+    before = cluster.worker("w0")
+    os.kill(before["actor_pid"], signal.SIGKILL)
+    await asyncio.to_thread(cluster.wait_state, "w0", {"dead"}, 5.0)
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{before['pid']}") and _proc_state(before["pid"]) != "Z":
+        assert time.monotonic() < deadline, "the server outlived its actor"
+        await asyncio.sleep(0.1)
+    await asyncio.to_thread(cluster.wait_state, "w0", {"alive"}, 120.0)
+    after = cluster.worker("w0")
+    assert after["pid"] != before["pid"] and after["actor_pid"] != before["actor_pid"]
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
 class RejoiningCaller:
     """An aiortc caller that does what the page does when its call is lost (web/call.js): a new offer through the
     front door with `resume` and the settings it carries. Lost: no frame for `silence_s`."""

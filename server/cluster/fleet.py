@@ -92,6 +92,7 @@ class WorkerView:
             "id": self.id,
             "node": info.get("node"),
             "pid": health.get("pid") if self.state != "dead" else info.get("pid"),
+            "actor_pid": info.get("actor_pid"),  # its Ray actor, the server's parent
             "state": self.state,
             "sessions": self.sessions() if self.state != "dead" else 0,
             "capacity": self.capacity() if self.state != "dead" else {},
