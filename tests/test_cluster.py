@@ -306,6 +306,34 @@ async def test_the_front_door_adds_nothing_to_the_media_path(cluster, tmp_path):
     assert p50["cluster"] <= 1.15 * p50["serve"], p50
 
 
+async def test_sigterm_on_a_worker_drains_it_then_ray_starts_it_afresh(cluster):
+    """SIGTERM on a worker's server: no new calls to it (its call goes on); once that call has hung up it exits,
+    and Ray restarts it: a rolling restart of one worker."""
+    await idle(cluster)
+    first = RtcClient(cluster.base, caller=0, settings=SMALL, fps=15)  # both idle: the first offer goes to w1
+    others: list[RtcClient] = []
+    try:
+        await first.connect()
+        await first.wait_frames(3)
+        worker_id = owner(first.session_id)
+        pid = cluster.worker(worker_id)["pid"]
+        os.kill(pid, signal.SIGTERM)
+        _, waited = await asyncio.to_thread(cluster.wait_state, worker_id, {"draining"}, 5.0)
+        assert waited <= 2.0
+        others = [RtcClient(cluster.base, caller=1 + i, settings=SMALL) for i in range(2)]
+        for client in others:
+            await client.connect()
+        assert all(owner(c.session_id) != worker_id for c in others)
+        received = first.frames_received
+        await first.wait_frames(10, timeout=20)  # the drained worker's call goes on
+        assert first.frames_received >= received + 10 and cluster.worker(worker_id)["pid"] == pid
+    finally:
+        await asyncio.gather(*(c.close() for c in [first, *others]), return_exceptions=True)
+    await asyncio.to_thread(cluster.wait_state, worker_id, {"dead", "starting"}, 20.0)  # its last call ended
+    await asyncio.to_thread(cluster.wait_state, worker_id, {"alive"}, 120.0)
+    assert cluster.worker(worker_id)["pid"] != pid
+
+
 async def test_sigkill_of_a_workers_ray_actor_takes_its_server_along_and_ray_restarts_both(cluster):
     await idle(cluster)
     before = cluster.worker("w0")
