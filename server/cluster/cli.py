@@ -157,7 +157,8 @@ def _start_ray(args: argparse.Namespace) -> dict[str, Any]:
         )
     else:
         context = ray.init(address=args.ray_address, namespace=NAMESPACE, log_to_driver=True, configure_logging=False)
-    return {"address": context.address_info.get("gcs_address"), "namespace": NAMESPACE, "mode": args.ray_address}
+    info = getattr(context, "address_info", None) or {}  # Ray Client (ray://) contexts have none
+    return {"address": info.get("gcs_address") or args.ray_address, "namespace": NAMESPACE, "mode": args.ray_address}
 
 
 def _plan(args: argparse.Namespace, serve_argv: list[str]):
