@@ -416,6 +416,7 @@ async def test_sigkill_of_a_worker_its_callers_rejoin_on_the_other_the_others_se
     """Kill one worker's server mid-call: /healthz says dead within 2 s and new offers go elsewhere; its callers
     rejoin through the front door on the other worker with their prompt, seed and mode within 10 s; the other
     worker's callers keep >= 90 % of their fps; Ray restarts the worker, /healthz says alive, a new call lands."""
+    await idle(cluster)
     callers = [
         RejoiningCaller(cluster.base, i, {**SMALL, "prompt": f"a fox number {i}", "seed": 1000 + i, "mode": "human"})
         for i in range(4)
@@ -426,7 +427,8 @@ async def test_sigkill_of_a_worker_its_callers_rejoin_on_the_other_the_others_se
         by_worker: dict[str, list[RejoiningCaller]] = {}
         for caller in callers:
             by_worker.setdefault(owner(caller.first_session), []).append(caller)
-        assert sorted(len(v) for v in by_worker.values()) == [2, 2], {k: len(v) for k, v in by_worker.items()}
+        # by room: 2 and 2 when both workers measure alike, 3 and 1 when the tests before left them apart
+        assert sorted(by_worker) == ["w0", "w1"], {k: len(v) for k, v in by_worker.items()}
         victim = owner(callers[0].first_session)
         survivor = "w1" if victim == "w0" else "w0"
         await asyncio.sleep(3.0)  # settled
