@@ -414,8 +414,9 @@ class RejoiningCaller:
 @pytest.mark.slow
 async def test_sigkill_of_a_worker_its_callers_rejoin_on_the_other_the_others_see_no_gap(cluster):
     """Kill one worker's server mid-call: /healthz says dead within 2 s and new offers go elsewhere; its callers
-    rejoin through the front door on the other worker with their prompt, seed and mode within 10 s; the other
-    worker's callers keep >= 90 % of their fps; Ray restarts the worker, /healthz says alive, a new call lands."""
+    rejoin through the front door on a live worker (the other one; the restarted one if the other counts itself
+    full) with their prompt, seed and mode within 10 s; the other worker's callers keep >= 90 % of their fps;
+    Ray restarts the worker, /healthz says dead then alive, and a new call lands on it."""
     await idle(cluster)
     callers = [
         RejoiningCaller(cluster.base, i, {**SMALL, "prompt": f"a fox number {i}", "seed": 1000 + i, "mode": "human"})
