@@ -106,6 +106,9 @@ def test_draining_dead_stale_and_excluded_workers_get_no_offers_and_a_resume_goe
     f = fleet(worker("w0", room=5, state="draining"), worker("w1", room=5, state="dead"), stale, worker("w2", room=1))
     assert f.reserve().id == "w2"
     assert f.reserve() is None
+    loading = fleet(worker("w0", room=5, state="starting"), worker("w1", room=0))
+    assert loading.reserve().id == "w0"  # no ready worker has room: one still loading its model takes the call
+    assert fleet(worker("w0", room=5, state="starting"), worker("w1", room=2)).reserve().id == "w1"  # ready first
     g = fleet(worker("w0", room=5), worker("w1", room=1))
     assert g.reserve(prefer="w1").id == "w1"  # the resume's owner, while it lives, even with less room
     assert g.reserve(exclude={"w0"}) is None  # w1 has no room left for a second offer, w0 is excluded

@@ -82,8 +82,11 @@ class WorkerView:
         room = min(room, max_sessions - calls)
         return room - self.inflight - len(self.recent)
 
-    def takes_offers(self, now: float, stale_s: float) -> bool:
-        return self.state == "alive" and now - self.health_at <= stale_s and self.url is not None
+    def takes_offers(self, now: float, stale_s: float, loading: bool = False) -> bool:
+        """Alive and answering; with `loading`, also a worker whose model is still loading (it answers /healthz
+        and, like any `speakdraw serve`, gives a call passthrough frames until the model is ready)."""
+        states = ("alive", "starting") if loading else ("alive",)
+        return self.state in states and now - self.health_at <= stale_s and self.url is not None
 
     def view(self) -> dict[str, Any]:
         """One entry of the front door's /healthz `workers`."""
@@ -243,6 +246,9 @@ class Fleet:
         chosen = next((v for v in live if v.id == prefer), None)
         if chosen is None:
             roomy = [v for v in live if v.room() > 0]
+            if not roomy:  # none ready with room: one whose model is still loading, as `serve` itself would
+                loading = [v for v in self.workers.values() if v.id not in exclude and v.state == "starting"]
+                roomy = [v for v in loading if v.takes_offers(now, self.stale_s, loading=True) and v.room() > 0]
             if not roomy:
                 return None
             chosen = max(roomy, key=lambda v: (v.room(), -v.sessions() - v.inflight, v.id))
