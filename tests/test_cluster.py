@@ -177,6 +177,36 @@ async def test_a_session_on_the_second_worker_is_reached_through_the_front_door(
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
 
 
+async def test_whip_ingest_through_the_front_door_lands_on_a_worker_and_ends_there(cluster):
+    from tests.rtc_client import PatternVideoTrack
+
+    sender = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    sender.addTransceiver(PatternVideoTrack(fps=15), direction="sendonly")
+    try:
+        await sender.setLocalDescription(await sender.createOffer())
+        async with aiohttp.ClientSession() as http:
+            headers = {"Content-Type": "application/sdp"}
+            async with http.post(f"{cluster.base}/whip", data=sender.localDescription.sdp, headers=headers) as resp:
+                assert resp.status == 201, await resp.text()
+                location, answer = resp.headers["Location"], await resp.text()
+            session_id = location.rsplit("/", 1)[1]
+            assert location == f"/whip/{session_id}" and owner(session_id) in ("w0", "w1")
+            await sender.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+            deadline = time.monotonic() + 20
+            while True:  # its output is there to watch, through the front door
+                async with http.get(f"{cluster.base}/api/sessions/{session_id}/snapshot.jpg") as resp:
+                    if resp.status == 200:
+                        break
+                assert time.monotonic() < deadline, resp.status
+                await asyncio.sleep(0.3)
+            async with http.delete(f"{cluster.base}{location}") as resp:
+                assert resp.status == 200
+            async with http.delete(f"{cluster.base}{location}") as resp:
+                assert resp.status == 404
+    finally:
+        await sender.close()
+
+
 async def _answer_ms(base: str) -> float:
     client = RtcClient(base)
     try:
