@@ -84,6 +84,12 @@ def test_room_is_the_workers_own_when_it_reports_one_else_derived_from_its_measu
     assert worker("a", total=40.0, calls=2).room() == 3  # 40 fps at 8 fps each: 5 calls, 2 there
     assert worker("a", total=None, calls=2, max_sessions=4).room() == 2  # nothing measured: the session cap
     assert worker("a", total=1000.0, calls=7).room() == 1  # the session cap bounds it too
+    idle = worker("a", total=16.0, calls=0)
+    idle.health["capacity"]["guard"] = 0.5  # cut while it had calls; no frames since to ease it back
+    assert idle.room() == 4  # read without that stale cut: 32 fps at 8 fps each
+    busy = worker("a", total=16.0, calls=1)
+    busy.health["capacity"]["guard"] = 0.5
+    assert busy.room() == 1  # with calls the cut is current: 16 fps, 2 calls at 8
 
 
 def test_offers_arriving_together_cannot_overfill_a_worker():

@@ -77,6 +77,10 @@ class WorkerView:
             room = int(cap["room"])
         else:
             total = cap.get("total_fps")
+            guard = float(cap.get("guard") or 1.0)
+            if total is not None and calls == 0 and 0 < guard < 1:
+                # an idle worker's latency guard is as its last calls left it (no frames since to ease it back)
+                total = float(total) / guard
             min_fps = float(cap.get("min_fps") or info.get("min_fps") or 8.0)
             room = max_sessions - calls if total is None else math.floor(float(total) / max(min_fps, 0.1)) - calls
         room = min(room, max_sessions - calls)
