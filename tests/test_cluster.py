@@ -240,24 +240,45 @@ async def test_the_front_door_adds_little_signaling_time(cluster):
 
 async def test_two_front_doors_on_one_ray_cluster_behave_the_same(cluster, tmp_path):
     """The front door holds no call state: a second one on the same Ray finds the same workers, its offers
-    land on them, and a session made through one is reached through the other."""
+    land on them, and a session made through one is reached through the other. The second has a token: its
+    routes need it (as `speakdraw serve`'s do), the workers behind it do not change."""
+    token = "door-two-token"
+    auth = {"Authorization": f"Bearer {token}"}
     address = cluster.health()["ray"]["address"]
-    second = ClusterProcess("--cpu-cores", "1", ray_address=address, log_path=tmp_path / "front-door-2.log")
+    second = ClusterProcess(
+        "--cpu-cores", "1", "--token", token, ray_address=address, log_path=tmp_path / "front-door-2.log"
+    )  # fmt: skip
     clients: list[RtcClient] = []
     try:
         health2 = second.wait_ready(timeout=120)
         health1 = cluster.health()
         assert [(w["id"], w["pid"]) for w in health2["workers"]] == [(w["id"], w["pid"]) for w in health1["workers"]]
-        clients = [RtcClient(cluster.base, caller=0, settings=SMALL), RtcClient(second.base, caller=1, settings=SMALL)]
+        clients = [
+            RtcClient(cluster.base, caller=0, settings=SMALL),
+            RtcClient(second.base, caller=1, settings=SMALL, token=token),
+        ]
         for client in clients:
             await client.connect()
             await client.wait_frames(3)
         async with aiohttp.ClientSession() as http:
-            for client, other in ((clients[0], second.base), (clients[1], cluster.base)):
-                async with http.get(f"{other}/api/sessions/{client.session_id}/snapshot.jpg") as resp:
+            for client, other, headers in ((clients[0], second.base, auth), (clients[1], cluster.base, {})):
+                url = f"{other}/api/sessions/{client.session_id}/snapshot.jpg"
+                async with http.get(url, headers=headers) as resp:
                     assert resp.status == 200
                     image = np.asarray(Image.open(io.BytesIO(await resp.read())).convert("RGB"))
                     assert caller_of(image) == client.caller
+            async with http.get(f"{second.base}/api/sessions/{clients[0].session_id}/snapshot.jpg") as resp:
+                assert resp.status == 401 and (await resp.json())["error"]["code"] == "unauthorized"
+            proxied = {"X-Forwarded-For": "203.0.113.9"}  # through a proxy, the tokenless door refuses too
+            async with http.post(f"{cluster.base}/api/offer", json={}, headers=proxied) as resp:
+                assert resp.status == 401
+            # the routes any worker answers, through either door
+            async with http.get(f"{cluster.base}/api/settings") as resp:
+                assert resp.status == 200 and "schema" in await resp.json()
+            async with http.get(f"{second.base}/api/ice", headers=auth) as resp:
+                assert resp.status == 200 and "iceServers" in await resp.json()
+            async with http.post(f"{cluster.base}/api/transcribe", data=b"RIFF....") as resp:
+                assert resp.status == 503 and (await resp.json())["error"]["code"] == "stt_unavailable"  # --stt off
         deadline = time.monotonic() + 5
         while second.health()["sessions"] != 2 or cluster.health()["sessions"] != 2:
             assert time.monotonic() < deadline, (second.health(), cluster.health())
