@@ -391,6 +391,7 @@ async def test_the_front_door_adds_nothing_to_the_media_path(cluster, tmp_path):
     assert p50["cluster"] <= 1.15 * p50["serve"], p50
 
 
+@pytest.mark.slow
 async def test_sigterm_on_a_worker_drains_it_then_ray_starts_it_afresh(cluster):
     """SIGTERM on a worker's server: no new calls to it (its call goes on); once that call has hung up it exits,
     and Ray restarts it: a rolling restart of one worker."""
