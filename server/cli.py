@@ -1,4 +1,4 @@
-"""`speakdraw serve` and `speakdraw models` — the command line of DESIGN.md."""
+"""`speakdraw serve`, `speakdraw cluster` (server/cluster/) and `speakdraw models` — the command line (README)."""
 
 from __future__ import annotations
 
@@ -25,9 +25,19 @@ SHUTDOWN_GRACE_S = 2.0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from server.cluster.cli import add_cluster_parser  # no Ray imported here: only `cluster` needs the extra
+
     parser = argparse.ArgumentParser(prog="speakdraw", description="Real-time speak & draw video server")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the server")
+    add_serve_args(sub.add_parser("serve", help="run the server"))
+    add_cluster_parser(sub, add_serve_args)  # the front door and its workers take every serve flag
+    models = sub.add_parser("models", help="list, pull or locate weights", add_help=False)
+    models.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def add_serve_args(serve: argparse.ArgumentParser) -> None:
+    """The flags of `speakdraw serve`; `speakdraw cluster` takes them too and passes the media ones to its workers."""
     serve.add_argument("--host", default="127.0.0.1", help="plain-HTTP listener address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="plain-HTTP listener port (default 8080)")
     serve.add_argument("--https-port", type=int, default=8443, help="HTTPS on all interfaces (0 = off)")
@@ -74,9 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--simulate-model-ms", type=float, default=0.0, help=argparse.SUPPRESS)
     serve.add_argument("--log-level", default="info")
     add_network_args(serve)  # --turn-url --turn-secret --ice-transport-policy --resume-window --video-codec ...
-    models = sub.add_parser("models", help="list, pull or locate weights", add_help=False)
-    models.add_argument("args", nargs=argparse.REMAINDER)
-    return parser
+    worker = serve.add_argument_group("as a cluster worker (set by speakdraw cluster)")
+    worker.add_argument("--worker-id", type=_worker_id, default="", help="prefix of this worker's session ids")
+    worker.add_argument(
+        "--drain-timeout", type=float, default=600.0, metavar="S", help="with --worker-id: SIGTERM drains this long"
+    )
+
+
+def _worker_id(text: str) -> str:
+    if text and (not text.replace("_", "").isalnum() or not text.isascii()):
+        raise argparse.ArgumentTypeError("a worker id is letters, digits and _ (it prefixes URL-safe session ids)")
+    return text
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -88,6 +106,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         "ip_adapter": not args.no_ip_adapter,
         "ice_servers": list(args.ice_server),
         "connect_timeout_s": args.connect_timeout,
+        "drain_timeout_s": args.drain_timeout,
     }
     fields = {f.name for f in dataclasses.fields(ServerConfig)} - set(translated)
     config = ServerConfig(**{name: value for name, value in vars(args).items() if name in fields}, **translated)
@@ -126,7 +145,12 @@ async def serve(config: ServerConfig) -> list[str]:
     stopping = asyncio.ensure_future(stop.wait())
     state = app[STATE]
     # The listeners are up: say where to go now; the models follow (minutes on a first run).
-    print(banner(config, f"{config.engine} (loading; calls get passthrough until it is ready)", []), flush=True)
+    if config.worker_id:  # a cluster worker: SIGTERM drains first, SIGUSR1/2 drain/undrain, dies with its actor
+        from server.cluster import worker_side
+
+        print(worker_side.install(loop, state, stop), flush=True)  # one line, no token: callers use the front door
+    else:
+        print(banner(config, f"{config.engine} (loading; calls get passthrough until it is ready)", []), flush=True)
     await asyncio.wait([app[LOAD_TASK], stopping], return_when=asyncio.FIRST_COMPLETED)
     if not stop.is_set():
         print(models_line(state.engine_name(), state.warnings), flush=True)
@@ -145,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return models_main(argv[1:])
     args = build_parser().parse_args(argv)
+    if args.command == "cluster":
+        from server.cluster.cli import main as cluster_main
+
+        return cluster_main(args, add_serve_args, config_from_args)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from server.access_log import MalformedRequestFilter, RedactingFilter
 

@@ -62,6 +62,9 @@ class ServerConfig:
     video_codec: str = "auto"  # auto (H.264 when both sides have it) | vp8 | h264
     max_bitrate: int | None = None  # bits/s cap of the returned video track
     media_ports: list[int] = field(default_factory=list)  # UDP ports for ICE host candidates; [] = any
+    # A cluster worker (`speakdraw cluster` starts it; see README "More than one machine")
+    worker_id: str = ""  # names the worker in its session ids ("<worker_id>-<hex>"): the front door routes by it
+    drain_timeout_s: float = 600.0  # SIGTERM on a worker: no new calls, exit when its calls end or after this
 
     def token_required_on(self, listener_host: str) -> bool:
         """A token is needed on every listener beyond loopback, and everywhere when given explicitly."""

@@ -53,7 +53,7 @@ class Session:
         on_closed: Callable[[Session], None],
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
     ) -> None:
-        self.id = uuid.uuid4().hex
+        self.id = f"{app_state.config.worker_id}-{uuid.uuid4().hex}" if app_state.config.worker_id else uuid.uuid4().hex
         self.state = app_state
         self.config = app_state.config
         self.pipeline = pipeline

@@ -60,6 +60,7 @@ class AppState:
         self.speech_factory: SpeechFactory | None = None
         self.resume_store = ResumeStore(config.resume_window_s)  # calls lost without a hang-up (server/resume.py)
         self.warnings: list[str] = []
+        self.draining = False  # a cluster worker that takes no new calls (server/cluster/worker_side.py)
 
     def engine_name(self) -> str:
         return self.current_engine().name

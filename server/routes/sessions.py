@@ -19,6 +19,7 @@ from aiortc import RTCSessionDescription
 from pydantic import ValidationError
 
 from server import ice, media_ports, resume
+from server.cluster import worker_side
 from server.errors import json_error
 from server.session import Session
 from server.state import STATE, AppState
@@ -55,6 +56,8 @@ def parse_offer(body: bytes) -> tuple[str, Settings, dict[str, Any]]:
 
 def admission(state: AppState) -> web.Response | None:
     """None when one more call fits; else the 503 to send (session cap, or measured capacity)."""
+    if (draining := worker_side.draining_refusal(state)) is not None:
+        return draining
     calls = len(state.sessions) + state.reserved
     capacity = state.workers.capacity
     retry = str(capacity.retry_after_s())
@@ -183,6 +186,7 @@ async def healthz(request: web.Request) -> web.Response:
             "threads": threading.active_count(),
             "worker_threads": DeviceWorkers.alive_threads(),
             "capacity": state.workers.capacity.summary(),
+            **worker_side.health(state),  # cluster workers: "worker", "pid", "draining"
         }
     )
 
