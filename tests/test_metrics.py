@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from server.app import create_app
 from server.config import ServerConfig
-from server.routes.metrics import METRICS
+from server.metrics import METRICS
 from tests.rtc_client import RtcClient
 
 TOKEN = "metrics-test-token"

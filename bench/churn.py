@@ -1,0 +1,171 @@
+"""Churn: N call cycles, 4 at a time, against a real `speakdraw serve`; the server's RSS after every round.
+
+    python bench/churn.py                       # 1,000 cycles, prints the RSS trail, writes bench/results/churn.json
+    python bench/churn.py --cycles 200 --profile  # the server under tracemalloc: what grew, by line and by type
+
+A cycle is one aiortc caller (256², 15 fps) that sees two frames and hangs up (every fourth one just goes
+away: the ICE/DTLS teardown path). After each round of `--every` cycles the server settles (no session,
+no peer connection) and its VmRSS is read, so the points compare like with like. The pass mark of
+issue 20 is growth over the last half of the run ≤ 5 MB.
+
+`--profile` runs the server in a child process of this script with `tracemalloc` on and a bench-only
+route (`/_bench/memory`, never part of `speakdraw serve`): after the first round it marks a baseline,
+and at the end prints the allocation sites and the object types (gc) that grew since.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests import churn  # noqa: E402
+from tests.serverproc import ServerProcess, free_port  # noqa: E402
+
+SERVE_ARGS = ("--min-fps", "1")
+
+
+def _print_point(trail: churn.Trail) -> None:
+    done, mb = trail.points[-1]
+    first = trail.points[0][1]
+    print(f"  {done:5d} cycles  RSS {mb:7.1f} MB  (+{mb - first:5.1f})  failures {len(trail.failures)}", flush=True)
+
+
+# ---- the profiled server (child process) ------------------------------------------------------------------
+def serve_profiled(argv: list[str]) -> None:
+    """`speakdraw serve argv` with tracemalloc on and GET /_bench/memory[?mark=1] added to its app."""
+    import collections
+    import gc
+    import tracemalloc
+
+    from aiohttp import web
+
+    import server.app
+    from server import cli
+
+    tracemalloc.start(12)
+    marks: dict[str, object] = {}
+
+    def type_counts() -> collections.Counter:
+        return collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+
+    async def memory(request: web.Request) -> web.Response:
+        gc.collect()
+        snapshot = tracemalloc.take_snapshot().filter_traces(
+            [
+                tracemalloc.Filter(False, tracemalloc.__file__),
+                tracemalloc.Filter(False, "<frozen importlib._bootstrap>"),
+            ]
+        )
+        counts = type_counts()
+        if request.query.get("mark") or "snapshot" not in marks:
+            marks.update(snapshot=snapshot, counts=counts)
+            return web.json_response({"marked": True, "traced_mb": tracemalloc.get_traced_memory()[0] / 2**20})
+        lines = []
+        for stat in snapshot.compare_to(marks["snapshot"], "traceback")[:15]:
+            frames = [f"{f.filename.replace(str(REPO) + '/', '')}:{f.lineno}" for f in stat.traceback[-6:]]
+            lines.append({"kb": round(stat.size_diff / 1024, 1), "count": stat.count_diff, "where": frames})
+        grown = (counts - marks["counts"]).most_common(25)
+        return web.json_response(
+            {"traced_mb": tracemalloc.get_traced_memory()[0] / 2**20, "sites": lines, "types": grown}
+        )
+
+    make = server.app.create_app
+
+    def create_app(*args, **kwargs):
+        app = make(*args, **kwargs)
+        app.router.add_get("/_bench/memory", memory)
+        return app
+
+    server.app.create_app = create_app
+    raise SystemExit(cli.main(["serve", *argv]))
+
+
+class ProfiledServer(ServerProcess):
+    """A ServerProcess whose child is `bench/churn.py --serve-profiled` instead of `python -m server.cli`."""
+
+    def __init__(self, *extra: str) -> None:
+        self.port = free_port()
+        self.https_port = 0
+        self.base = f"http://127.0.0.1:{self.port}"
+        args = [sys.executable, __file__, "--serve-profiled", "--host", "127.0.0.1", "--port", str(self.port)]
+        args += ["--https-port", "0", "--engine", "passthrough", "--stt", "off", "--matting", "off", *extra]
+        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"speakdraw-churn-{self.port}.log"
+        self._log = open(self.log_path, "wb")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(args, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+
+
+def _memory(base: str, mark: bool = False) -> dict:
+    import urllib.request
+
+    with urllib.request.urlopen(base + "/_bench/memory" + ("?mark=1" if mark else ""), timeout=120) as resp:
+        return json.loads(resp.read())
+
+
+async def main_async(args: argparse.Namespace) -> dict:
+    server = (ProfiledServer if args.profile else ServerProcess)(*SERVE_ARGS)
+    try:
+        server.wait_ready()
+        print(f"churn: {args.cycles} cycles, {args.parallel} at a time, RSS after every {args.every}", flush=True)
+        if args.profile:
+            warm = await churn.run(server.base, server.proc.pid, args.every, args.parallel, args.every)
+            _memory(server.base, mark=True)
+            print(f"  warm-up round done ({len(warm.failures)} failures); tracemalloc baseline marked", flush=True)
+        trail = await churn.run(server.base, server.proc.pid, args.cycles, args.parallel, args.every, _print_point)
+        result = trail.as_dict()
+        if args.profile:
+            result["profile"] = _memory(server.base)
+    finally:
+        server.stop()
+    return result
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--serve-profiled"]:
+        serve_profiled(sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cycles", type=int, default=1000)
+    parser.add_argument("--parallel", type=int, default=4)
+    parser.add_argument("--every", type=int, default=50)
+    parser.add_argument("--profile", action="store_true", help="tracemalloc + gc type counts in the server")
+    parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "churn.json")
+    args = parser.parse_args()
+    started = time.time()
+    result = asyncio.run(main_async(args))
+    result["load_avg"] = list(os.getloadavg())
+    result["started"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
+    result["commit"] = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
+    print()
+    print("| cycles | RSS MB |")
+    print("|---|---|")
+    for done, mb in result["rss_mb"]:
+        print(f"| {done} | {mb} |")
+    print(
+        f"\n{result['cycles']} cycles in {result['seconds']:.0f} s, {len(result['failures'])} failed; "
+        f"growth {result['growth_mb']} MB, over the last half {result['last_half_growth_mb']} MB "
+        f"(pass mark ≤ 5 MB); load {result['load_avg'][0]:.1f}"
+    )
+    if "profile" in result:
+        print("\ngrew since the baseline (tracemalloc, by traceback):")
+        for site in result["profile"]["sites"]:
+            print(f"  {site['kb']:9.1f} KB {site['count']:7d}  {' < '.join(reversed(site['where']))}")
+        print("object types that grew (gc):", result["profile"]["types"])
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
