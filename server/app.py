@@ -42,6 +42,7 @@ def _models_ready(state: AppState) -> None:
     """Calls that joined while the models loaded switch to them at their next frame, and are told."""
     for session in list(state.sessions.values()):
         session.models_ready()
+    state.memory.models_loaded(len(state.sessions))  # the start-up heap is frozen (server/memory.py)
 
 
 async def _close_sessions(app: web.Application) -> None:
@@ -51,6 +52,7 @@ async def _close_sessions(app: web.Application) -> None:
 
 
 async def _cancel_tasks(app: web.Application) -> None:
+    app[STATE].memory.close()
     await app[STATE].tasks.close()
 
 

@@ -294,6 +294,7 @@ class Session:
             self.closed.set()
             workers = self.state.workers
             workers.capacity.calls_changed(workers.runner.active_calls())
+            self.state.memory.call_ended(len(self.state.sessions))  # freed, and back to the OS (server/memory.py)
 
     async def _stop_video(self) -> None:
         if self.relay is not None:

@@ -19,6 +19,7 @@ from aiortc import MediaStreamTrack
 from server.call_speech import SpeechObserver
 from server.capacity import CapacityOptions
 from server.config import ServerConfig
+from server.memory import MemoryReleaser
 from server.resume import ResumeStore
 from server.tasks import TaskSet
 from server.tracks import VideoObserver
@@ -60,6 +61,7 @@ class AppState:
         self.speech_factory: SpeechFactory | None = None
         self.resume_store = ResumeStore(config.resume_window_s)  # calls lost without a hang-up (server/resume.py)
         self.tasks = TaskSet("app")  # tasks that outlive a request or a call (a close, a viewer's close)
+        self.memory = MemoryReleaser(self.workers.io)  # freed memory back to the OS after calls (server/memory.py)
         self.patches: Any = None  # what aiortc_patches.install did (server/aiortc_patches.py), for /healthz
         self.warnings: list[str] = []
 

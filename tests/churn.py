@@ -1,9 +1,10 @@
 """Call churn against a running server: connect, see frames, hang up (or just go away), `parallel` at a time.
 
 Shared by `tests/test_churn.py` (the suite's plateau check) and `bench/churn.py` (the 1,000-cycle RSS trail).
-The cycles run in rounds of `every`; after each round the server settles (no session, no peer connection)
-and its resident memory is read from `/proc/<pid>/status`, so every point of the trail is taken in the same
-state and growth between points is what the calls left behind.
+The cycles run in rounds of `every`; after each round the server settles (no session, no peer connection),
+gets `PAUSE_S` more for its after-call work (server/memory.py trims within 2 s), and its resident memory is
+read from `/proc/<pid>/status`, so every point of the trail is taken in the same state and growth between
+points is what the calls left behind.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.rtc_client import RtcClient
+
+PAUSE_S = 3.0
 
 
 def rss_mb(pid: int) -> float:
@@ -63,6 +66,7 @@ class Trail:
     seconds: float = 0.0
     health_before: dict[str, Any] = field(default_factory=dict)
     health_after: dict[str, Any] = field(default_factory=dict)
+    native: list[tuple[int, float, float]] = field(default_factory=list)  # bench/churn.py --native
 
     def growth_mb(self, since_cycle: int) -> float:
         """RSS at the end minus RSS at the first point at or after `since_cycle`."""
@@ -71,6 +75,17 @@ class Trail:
 
     def last_half_growth_mb(self) -> float:
         return self.growth_mb(self.points[-1][0] // 2)
+
+    def trend_mb(self, since_cycle: int) -> float:
+        """Growth from `since_cycle` to the end along the least-squares line through those points (one
+        noisy point, e.g. a call's buffers still held, moves it less than it moves the endpoints)."""
+        xs, ys = zip(*[(done, mb) for done, mb in self.points if done >= since_cycle], strict=True)
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+        return slope * (xs[-1] - xs[0])
+
+    def last_half_trend_mb(self) -> float:
+        return self.trend_mb(self.points[-1][0] // 2)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +97,7 @@ class Trail:
             "rss_mb": [[done, round(mb, 1)] for done, mb in self.points],
             "growth_mb": round(self.points[-1][1] - self.points[0][1], 1) if self.points else 0.0,
             "last_half_growth_mb": round(self.last_half_growth_mb(), 1) if len(self.points) > 1 else 0.0,
+            "last_half_trend_mb": round(self.last_half_trend_mb(), 1) if len(self.points) > 2 else 0.0,
             "health_before": self.health_before,
             "health_after": self.health_after,
         }
@@ -107,6 +123,7 @@ async def run(
                 now["calls"] -= 1
 
     trail.health_before = await settled(base, settle_s)
+    await asyncio.sleep(PAUSE_S)
     trail.points.append((0, rss_mb(pid)))
     start = time.monotonic()
     done = 0
@@ -115,6 +132,7 @@ async def run(
         await asyncio.gather(*(one(done + i) for i in range(batch)))
         done += batch
         trail.health_after = await settled(base, settle_s)
+        await asyncio.sleep(PAUSE_S)
         trail.points.append((done, rss_mb(pid)))
         if on_point is not None:
             on_point(trail)

@@ -202,6 +202,7 @@ async def healthz(request: web.Request) -> web.Response:
             "worker_threads": DeviceWorkers.alive_threads(),
             "capacity": state.workers.capacity.summary(),
             "aiortc_patches": state.patches.as_dict() if state.patches is not None else None,
+            "memory": state.memory.summary(),
         }
     )
 
