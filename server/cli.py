@@ -1,4 +1,4 @@
-"""`speakdraw serve` and `speakdraw models` — the command line of DESIGN.md."""
+"""`speakdraw serve` and `speakdraw models`: the command line README.md describes (Command line)."""
 
 from __future__ import annotations
 
