@@ -10,6 +10,7 @@ points is what the calls left behind.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import time
 import urllib.request
@@ -20,6 +21,7 @@ from typing import Any
 from tests.rtc_client import RtcClient
 
 PAUSE_S = 3.0
+POOL_SIZES = {"speakdraw-codec": 4}  # ThreadPoolExecutor sizes in server/workers.py (others have one thread)
 
 
 def rss_mb(pid: int) -> float:
@@ -43,6 +45,15 @@ async def cycle(base: str, i: int) -> None:
         await client.wait_frames(2, timeout=30)
     finally:
         await client.close(hang_up=i % 4 != 3)  # the ICE/DTLS teardown path
+
+
+def assert_threads_back(baseline: dict[str, Any], after: dict[str, Any]) -> None:
+    """Threads outside our pools are back to the baseline (aiortc/aioice start none that outlive a call); our
+    pools (server/workers.py) may have grown to their size, never a thread per call."""
+    others = after["threads"] - len(after["worker_threads"])
+    assert others <= baseline["threads"] - len(baseline["worker_threads"]), (baseline, after)
+    pools = collections.Counter(name.rsplit("_", 1)[0] for name in after["worker_threads"])
+    assert all(count <= POOL_SIZES.get(pool, 1) for pool, count in pools.items()), pools
 
 
 async def settled(base: str, timeout: float) -> dict[str, Any]:

@@ -197,6 +197,7 @@ async def test_inbound_counters_count_the_packets_a_real_call_received(monkeypat
         RTCPeerConnection(RTCConfiguration(iceServers=[])),
     )
     got = asyncio.Event()
+    readers: list[asyncio.Task] = []
 
     @receiver.on("track")
     def on_track(track) -> None:
@@ -205,7 +206,7 @@ async def test_inbound_counters_count_the_packets_a_real_call_received(monkeypat
                 await track.recv()
             got.set()
 
-        asyncio.ensure_future(read())
+        readers.append(asyncio.ensure_future(read()))
 
     try:
         sender.addTrack(Frames())
@@ -226,6 +227,7 @@ async def test_inbound_counters_count_the_packets_a_real_call_received(monkeypat
     finally:
         await sender.close()
         await receiver.close()
+        await asyncio.gather(*readers, return_exceptions=True)
 
 
 # ---- another aiortc / aioice -------------------------------------------------------------------------------

@@ -11,14 +11,11 @@ collection frees, and glibc kept what was freed (server/memory.py). The 1,000-cy
 
 from __future__ import annotations
 
-import collections
-
 import pytest
 
 from tests import churn
 
 PLATEAU_MB = 5.0
-POOL_SIZES = {"speakdraw-codec": 4}  # ThreadPoolExecutor sizes in server/workers.py (others have one thread)
 
 
 def check(trail: churn.Trail) -> None:
@@ -27,12 +24,7 @@ def check(trail: churn.Trail) -> None:
     assert not trail.failures, trail.failures[:5]
     assert trail.peak_parallel == 4, trail.peak_parallel
     assert after["sessions"] == 0 and after["peer_connections"] == 0, after
-    # threads outside our pools: back to the baseline (aiortc/aioice start none that outlive a call)
-    others = after["threads"] - len(after["worker_threads"])
-    assert others <= baseline["threads"] - len(baseline["worker_threads"]), (baseline, after)
-    # our pools are bounded (server/workers.py): they may have grown to their size, never a thread per call
-    pools = collections.Counter(name.rsplit("_", 1)[0] for name in after["worker_threads"])
-    assert all(count <= POOL_SIZES.get(pool, 1) for pool, count in pools.items()), pools
+    churn.assert_threads_back(baseline, after)
     assert after["memory"]["releases"] > 0 and after["memory"]["frozen"] > 0, after["memory"]
     half = trail.points[-1][0] // 2
     assert trail.trend_mb(half) <= PLATEAU_MB, (trail.trend_mb(half), trail.points)
