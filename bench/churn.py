@@ -41,8 +41,9 @@ def _print_point(trail: churn.Trail, native: str | None = None) -> None:
     line = f"  {done:5d} cycles  RSS {mb:7.1f} MB  (+{mb - first:5.1f})  failures {len(trail.failures)}"
     if native is not None:
         m = _get(native, "/_bench/malloc")
-        trail.native.append((done, round(m["in_use_mb"], 1), round(m["free_mb"], 1)))
+        trail.native.append((done, round(m["in_use_mb"], 1), round(m["free_mb"], 1), m["pymalloc_arenas"]))
         line += f"  malloc: in use {m['in_use_mb']:6.1f} MB, freed but kept {m['free_mb']:6.1f} MB"
+        line += f"; pymalloc arenas {m['pymalloc_arenas']}"
     print(line, flush=True)
 
 
@@ -72,11 +73,35 @@ def serve_profiled(argv: list[str]) -> None:
     libc = ctypes.CDLL("libc.so.6")
     libc.mallinfo2.restype = MallInfo2
 
+    def pymalloc_arenas() -> int:
+        """Python's own small-object arenas now (sys._debugmallocstats writes to the C stderr)."""
+        import re
+        import tempfile
+
+        with tempfile.TemporaryFile() as out:
+            saved = os.dup(2)
+            os.dup2(out.fileno(), 2)
+            try:
+                sys._debugmallocstats()
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            out.seek(0)
+            found = re.search(
+                rb"# arenas highwater mark\s*=\s*[\d,]+\s*# arenas allocated current\s*=\s*([\d,]+)", out.read()
+            )
+        return int(found.group(1).replace(b",", b"")) if found else -1
+
     async def malloc(request: web.Request) -> web.Response:
         m = libc.mallinfo2()
         mb = 2**20
         return web.json_response(
-            {"heap_mb": m.arena / mb, "in_use_mb": (m.uordblks + m.hblkhd) / mb, "free_mb": m.fordblks / mb}
+            {
+                "heap_mb": m.arena / mb,
+                "in_use_mb": (m.uordblks + m.hblkhd) / mb,
+                "free_mb": m.fordblks / mb,
+                "pymalloc_arenas": pymalloc_arenas(),
+            }
         )
 
     def type_counts() -> collections.Counter:

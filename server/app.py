@@ -13,7 +13,7 @@ import asyncio
 
 from aiohttp import web
 
-from server import aiortc_patches, media_ports, metrics
+from server import aiortc_patches, media_ports, memory, metrics
 from server.auth import token_middleware
 from server.config import WEB_DIR, ServerConfig
 from server.errors import json_errors_middleware
@@ -68,6 +68,7 @@ def create_app(config: ServerConfig, *, load_models: bool = True) -> web.Applica
     """The app for `config`; raises aiortc_patches.PatchRefused when a flag needs a change to aiortc/aioice
     that does not fit the installed version."""
     patches = aiortc_patches.install(config)
+    memory.limit_arenas()  # before the server's threads start (server/memory.py)
     app = web.Application(
         middlewares=[json_errors_middleware, token_middleware],
         client_max_size=max(config.max_offer_bytes, config.max_upload_bytes, config.max_image_bytes),
