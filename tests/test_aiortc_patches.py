@@ -290,3 +290,14 @@ async def test_a_running_server_reports_its_patches(start_server):
     }
     assert patches["skipped"] == {} and patches["unused"] == ["media-port-range"]
     assert patches["written_for"] == {"aiortc": "1.16.0", "aioice": "0.13.0"}
+
+
+def test_pyproject_pins_exactly_the_versions_the_patches_were_written_for():
+    import re
+
+    text = (REPO / "pyproject.toml").read_text()
+    pins = dict(re.findall(r'^\s*"(aiortc|aioice)([^"]*)",', text, re.M))
+    assert all(spec.startswith("==") for spec in pins.values()), pins  # exact, not a range
+    pins = {name: spec[2:] for name, spec in pins.items()}
+    assert pins == aiortc_patches.WRITTEN_FOR
+    assert aiortc_patches.installed_versions() == aiortc_patches.WRITTEN_FOR  # what `pip install -e .` put here
