@@ -1,8 +1,10 @@
 """The aiohttp app: one `AppState`, the routes grouped by what they serve, and the start/stop hooks.
 
-Routes live in `server/routes/` (sessions, image prompt, MJPEG, transcribe, metrics); each takes
-what it needs from `request.app[STATE]` (server/state.py). Threads belong to `state.workers`
-(server/workers.py), stopped in `_stop_workers`.
+Routes live in `server/routes/` (sessions, image prompt, MJPEG, transcribe, metrics, WHIP/WHEP); each
+takes what it needs from `request.app[STATE]` (server/state.py). Threads belong to `state.workers`
+(server/workers.py), stopped in `_stop_workers`; tasks that outlive a request or a call belong to
+`state.tasks` (server/tasks.py), awaited at shutdown. The changes to aiortc/aioice are installed here,
+once, by `aiortc_patches.install` (server/aiortc_patches.py).
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ import asyncio
 
 from aiohttp import web
 
-from server import codecs, jitter, media_ports
+from server import aiortc_patches, media_ports, memory, metrics
 from server.auth import token_middleware
 from server.config import WEB_DIR, ServerConfig
 from server.errors import json_errors_middleware
-from server.routes import image_prompt, metrics, mjpeg, sessions, transcribe, whip
+from server.routes import image_prompt, mjpeg, sessions, transcribe, whip
+from server.routes import metrics as metrics_route
 from server.state import LISTENER_HOSTS, LOAD_TASK, STATE, AppState
 
 
@@ -39,11 +42,18 @@ def _models_ready(state: AppState) -> None:
     """Calls that joined while the models loaded switch to them at their next frame, and are told."""
     for session in list(state.sessions.values()):
         session.models_ready()
+    state.memory.models_loaded(len(state.sessions))  # the start-up heap is frozen (server/memory.py)
 
 
 async def _close_sessions(app: web.Application) -> None:
     state = app[STATE]
     await asyncio.gather(*(s.close() for s in list(state.sessions.values())), return_exceptions=True)
+    await state.tasks.wait(timeout=SHUTDOWN_TASKS_WAIT_S)  # closes already under way finish
+
+
+async def _cancel_tasks(app: web.Application) -> None:
+    app[STATE].memory.close()
+    await app[STATE].tasks.close()
 
 
 async def _stop_workers(app: web.Application) -> None:
@@ -51,13 +61,21 @@ async def _stop_workers(app: web.Application) -> None:
     app[STATE].workers.shutdown(step_timeout_s=0.0)
 
 
+SHUTDOWN_TASKS_WAIT_S = 5.0
+
+
 def create_app(config: ServerConfig, *, load_models: bool = True) -> web.Application:
-    jitter.install()  # frames reach the pipeline at their last packet, not one frame interval later
+    """The app for `config`; raises aiortc_patches.PatchRefused when a flag needs a change to aiortc/aioice
+    that does not fit the installed version."""
+    patches = aiortc_patches.install(config)
+    memory.limit_arenas()  # before the server's threads start (server/memory.py)
     app = web.Application(
         middlewares=[json_errors_middleware, token_middleware],
         client_max_size=max(config.max_offer_bytes, config.max_upload_bytes, config.max_image_bytes),
     )
     state = AppState(config)
+    state.patches = patches
+    state.warnings.extend(patches.skipped.values())
     app[STATE] = state
     app[LISTENER_HOSTS] = {config.port: config.host, config.https_port: config.https_host}
     app.router.add_get("/", index)
@@ -66,13 +84,14 @@ def create_app(config: ServerConfig, *, load_models: bool = True) -> web.Applica
     if load_models:
         app.on_startup.append(_load_models)
     app.on_shutdown.append(_close_sessions)
+    app.on_cleanup.append(_cancel_tasks)
     app.on_cleanup.append(_stop_workers)
-    state.observer = metrics.setup(app)
+    state.observer = metrics.install(app, state.sessions)
+    metrics_route.setup(app)
     sessions.setup(app)
     transcribe.setup(app)
     mjpeg.setup(app)
     image_prompt.setup(app)
     whip.setup(app)
     media_ports.setup(app, config.media_ports)
-    codecs.apply_bitrate_cap(config.max_bitrate)
     return app

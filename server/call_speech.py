@@ -49,7 +49,7 @@ DROPPED_NOTICE_EVERY_S = 10.0
 
 
 class SpeechObserver(Protocol):
-    """Metrics hooks for speech (server/routes/metrics.py implements them)."""
+    """Metrics hooks for speech (server/metrics.py implements them)."""
 
     def speech_final(self, stages_ms: dict[str, float]) -> None: ...
 

@@ -1,4 +1,5 @@
-"""`speakdraw serve`, `speakdraw cluster` (server/cluster/) and `speakdraw models` — the command line (README)."""
+"""`speakdraw serve`, `speakdraw cluster` (server/cluster/) and `speakdraw models`: the command line README.md
+describes (Command line)."""
 
 from __future__ import annotations
 
@@ -179,7 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactingFilter())
     logging.getLogger("aiohttp.server").addFilter(MalformedRequestFilter())
-    busy = asyncio.run(serve(config_from_args(args)))
+    from server.aiortc_patches import PatchRefused
+
+    try:
+        busy = asyncio.run(serve(config_from_args(args)))
+    except PatchRefused as exc:  # a flag needs a change to aiortc/aioice that does not fit this install
+        print(f"speakdraw serve: {exc}", file=sys.stderr)
+        return 2
     _exit_if_workers_hang(0.0 if busy else SHUTDOWN_GRACE_S)  # busy ones already had their grace
     return 0
 

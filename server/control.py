@@ -1,4 +1,4 @@
-"""The `control` data channel protocol (DESIGN.md): settings, prompt, ping in; replies and errors out.
+"""The `control` data channel protocol (README.md, Data channel): settings, prompt, ping in; replies and errors out.
 
 Any message it cannot take gets an `error` reply; the channel stays open and nothing changes.
 """

@@ -2,7 +2,8 @@
 
 A GPU server behind a firewall or in a container can open only a few UDP ports. aioice binds
 its host sockets to port 0 in `Connection.get_component_candidates`; that one method is the
-seam. `PortRangeConnection` overrides it: host sockets are bound to one port of the range (the
+seam. `PortRangeConnection` (server/aiortc_patches.py, with every other change to aiortc/aioice)
+overrides it: host sockets are bound to one port of the range (the
 same port number on every interface address, so one call uses one port), then server-reflexive
 candidates are asked for those sockets, and the TURN allocation is left to aioice itself (a
 relay candidate's port is the TURN server's, and its local socket only talks *out* to TURN).
@@ -17,15 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import errno
-import socket
 from typing import Any
 
-import aioice.ice
-import aioice.turn
-import aiortc.rtcicetransport
 from aiohttp import web
-from aioice import Candidate
-from aioice.candidate import candidate_foundation, candidate_priority
 
 MAX_PORTS = 65535
 CURRENT_POOL: contextvars.ContextVar[PortPool | None] = contextvars.ContextVar("speakdraw_media_ports", default=None)
@@ -88,60 +83,11 @@ class PortPool:
         raise MediaPortsExhausted(f"all {len(self.ports)} media ports are in use")
 
 
-class PortRangeConnection(aioice.ice.Connection):
-    """aioice's Connection whose host candidates use the current PortPool (none current: plain aioice)."""
-
-    async def get_component_candidates(self, component: int, addresses: list[str], timeout: int = 5):
-        pool = CURRENT_POOL.get()
-        if pool is None or not addresses:
-            return await super().get_component_candidates(component, addresses, timeout)
-        bound = await pool.bind(addresses, lambda: aioice.ice.StunProtocol(self))
-        candidates: list[Candidate] = []
-        protocols = []
-        for transport, protocol in bound:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, aioice.turn.UDP_SOCKET_BUFFER_SIZE)
-            host, port = transport.get_extra_info("sockname")[:2]
-            protocol.local_candidate = Candidate(
-                foundation=candidate_foundation("host", "udp", host),
-                component=component,
-                transport="udp",
-                priority=candidate_priority(component, "host"),
-                host=host,
-                port=port,
-                type="host",
-            )
-            candidates.append(protocol.local_candidate)
-            protocols.append(protocol)
-        self._protocols += protocols
-        # Server-reflexive candidates of these sockets, and (by aioice, with no host addresses) the TURN relay.
-        reflexive = []
-        if self.stun_server:
-            reflexive = [
-                asyncio.create_task(aioice.ice.server_reflexive_candidate(p, self.stun_server))
-                for p in protocols
-                if ":" not in p.local_candidate.host
-            ]
-        relayed = await super().get_component_candidates(component, [], timeout)
-        if reflexive:
-            done, pending = await asyncio.wait(reflexive, timeout=timeout)
-            candidates += [t.result()[0] for t in done if t.exception() is None]
-            for task in pending:
-                task.cancel()
-        return candidates + relayed
-
-
-def install() -> None:
-    """Make aiortc's ICE gatherer build PortRangeConnection (idempotent; inert while no pool is current)."""
-    aiortc.rtcicetransport.Connection = PortRangeConnection
-
-
 def setup(app: web.Application, ports: list[int]) -> PortPool | None:
-    """With ports: install the connection class and a middleware that makes this app's pool current."""
+    """With ports: a middleware that makes this app's pool current (the connection class that reads it is
+    `aiortc_patches.PortRangeConnection`, installed by `aiortc_patches.install`)."""
     if not ports:
         return None
-    install()
     pool = PortPool(ports)
 
     @web.middleware

@@ -2,7 +2,8 @@
 
 `network.packets_lost_in`: camera packets that never arrived (after NACK retransmission); `network.remote`:
 what the viewer reports about our output (its loss fraction and the RTCP round trip). A lossy phone shows
-rising totals while the call keeps moving (NACK/RTX, PLI → keyframe).
+rising totals while the call keeps moving (NACK/RTX, PLI → keyframe). The remote numbers come from
+`RTCPeerConnection.getStats()`; the inbound ones need aiortc's per-SSRC counters (server/aiortc_patches.py).
 """
 
 from __future__ import annotations
@@ -12,31 +13,15 @@ from typing import Any
 
 from aiortc import RTCPeerConnection
 
+from server import aiortc_patches
+
 log = logging.getLogger(__name__)
-
-
-def _inbound_video(pc: RTCPeerConnection) -> tuple[int, int, int]:
-    """(packets received, packets lost, jitter) over every SSRC of the video receivers.
-
-    aiortc's getStats gives all SSRCs of a receiver one stats id, so the RTX stream hides the media
-    stream there; its per-SSRC counters are read directly instead (aiortc internals, monitoring only).
-    """
-    received = lost = jitter = 0
-    for receiver in pc.getReceivers():
-        if receiver.track is None or receiver.track.kind != "video":
-            continue
-        streams = getattr(receiver, "_RTCRtpReceiver__remote_streams", {}) or {}
-        for stream in streams.values():
-            received += int(getattr(stream, "packets_received", 0))
-            lost += max(0, int(getattr(stream, "packets_lost", 0)))
-            jitter = max(jitter, int(getattr(stream, "jitter", 0)))
-    return received, lost, jitter
 
 
 async def summary(pc: RTCPeerConnection) -> dict[str, Any]:
     """Video loss both ways (cheap: counters aiortc already keeps)."""
     try:
-        received, lost, jitter = _inbound_video(pc)
+        received, lost, jitter = await aiortc_patches.inbound_video(pc)  # every SSRC: media and RTX
     except Exception:  # numbers for a display: never let them stop the stats loop
         log.debug("inbound stats unavailable", exc_info=True)
         received = lost = jitter = 0

@@ -6,7 +6,12 @@ the old one's settings (prompt, seed...), image prompt and utterance counter, an
 session id (MJPEG and WHEP viewers' URLs stay valid). The recurrent matting state and the
 stream-batch buffers start fresh: they describe frames of the lost connection.
 The old call may still look alive here (the server notices a dead path only after ~30 s of
-failed consent checks), so a resume also takes over a live session of that id.
+failed consent checks), so a resume also takes over a live session of that id. A rejoin whose
+offer fails puts the lost call back: the next rejoin can still take it.
+
+The image prompt goes through the new pipeline's change queue (`Pipeline.adopt_image_prompt`), and
+only to a pipeline of the engine that encoded it. Utterance numbers continue once the call's speech
+listener exists (`continue_utterances`, run by server/audio_gate.py): speech may load after the rejoin.
 """
 
 from __future__ import annotations
@@ -23,14 +28,22 @@ class LostCall:
     session_id: str
     settings: dict[str, Any]
     image_prompt: Any  # the engine's encoded image prompt, or None
+    engine: Any  # the engine that encoded it (an encoded image prompt only fits its own engine)
     next_utterance: int
     lost_at: float
 
 
+def _segmenter(session: Any) -> Any | None:
+    """The call's utterance segmenter (None while it has no speech listener)."""
+    transcriber = getattr(getattr(session, "audio", None), "transcriber", None)
+    return getattr(transcriber, "_segmenter", None)
+
+
 def _next_utterance(session: Any) -> int:
-    """The speech segmenter's next utterance id (0 when the call had no speech)."""
-    segmenter = getattr(getattr(getattr(session, "audio", None), "transcriber", None), "_segmenter", None)
-    return int(getattr(segmenter, "_next_id", 0) or 0)
+    """The id the call's next utterance would get (where a rejoin continues)."""
+    segmenter = _segmenter(session)
+    spoken = segmenter.next_utterance if segmenter is not None else 0
+    return max(spoken, getattr(session, "first_utterance", 0))
 
 
 def snapshot(session: Any, now: float | None = None) -> LostCall:
@@ -38,7 +51,8 @@ def snapshot(session: Any, now: float | None = None) -> LostCall:
     return LostCall(
         session_id=session.id,
         settings=pipeline.current.model_dump(),
-        image_prompt=pipeline.image_prompt,
+        image_prompt=pipeline.next_image_prompt,  # one posted just now is still queued for the next frame
+        engine=pipeline.next_engine,
         next_utterance=_next_utterance(session),
         lost_at=time.monotonic() if now is None else now,
     )
@@ -70,6 +84,11 @@ class ResumeStore:
         while len(self._lost) > self.max_calls:
             del self._lost[next(iter(self._lost))]
 
+    def keep(self, lost: LostCall) -> None:
+        """Put back a lost call whose rejoin failed (its window still counts from when it was lost)."""
+        if self.window_s > 0:
+            self._lost[lost.session_id] = lost
+
     def take(self, session_id: str, now: float | None = None) -> LostCall | None:
         self._expire(now)
         return self._lost.pop(session_id, None)
@@ -91,17 +110,18 @@ async def claim(state: Any, session_id: Any) -> LostCall | None:
 
 
 def apply(lost: LostCall, session: Any) -> None:
-    """Before the new session is registered: it takes the lost call's id and image prompt."""
+    """Before the new session is registered: it takes the lost call's id, image prompt and utterance counter."""
     session.id = lost.session_id
-    if lost.image_prompt is not None:
+    session.first_utterance = lost.next_utterance
+    if lost.image_prompt is not None and session.pipeline.next_engine is lost.engine:
         session.pipeline.adopt_image_prompt(lost.image_prompt)
 
 
-def after_accept(lost: LostCall, session: Any) -> None:
-    """After the offer is applied (the audio listener exists): utterance numbers continue."""
-    segmenter = getattr(getattr(getattr(session, "audio", None), "transcriber", None), "_segmenter", None)
-    if segmenter is not None and lost.next_utterance:
-        segmenter._next_id = lost.next_utterance
+def continue_utterances(session: Any) -> None:
+    """Once the call's speech listener exists: its utterance numbers go on from the lost call's."""
+    segmenter = _segmenter(session)
+    if segmenter is not None and session.first_utterance > segmenter.next_utterance:
+        segmenter.next_utterance = session.first_utterance
 
 
 def settings_of(lost: LostCall) -> Settings:

@@ -1,4 +1,9 @@
-"""One call: its RTCPeerConnection, `control` data channel, pipeline and media tasks.
+"""One call: signaling (its RTCPeerConnection), the `control` data channel, and teardown.
+
+What a call does lives beside it: the peer connection and the answer come from server/negotiation.py
+(shared with WHIP and WHEP), the video path from server/tracks.py, the mic from server/audio_gate.py and
+server/call_speech.py, the `stats` message from server/call_stats.py, failing frames from server/faults.py.
+Every task the call starts is in its `tasks` (server/tasks.py).
 
 Everything a session owns is released by `close()`, whichever way the call ends: hang-up
 (DELETE), ICE/DTLS failure, the browser going away, its camera track ending, no connection
@@ -13,15 +18,14 @@ import json
 import logging
 import time
 import uuid
-import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
+from aiortc import MediaStreamTrack, RTCSessionDescription
 
-from server import codecs, control, ice, netstats
+from server import audio_gate, call_stats, control, ice, negotiation, netstats
 from server.faults import FrameFaults
+from server.tasks import TaskSet
 from server.tracks import FrameRelay, TransformedVideoTrack
 from speakdraw.pipeline import Pipeline
 
@@ -39,13 +43,6 @@ IGNORE_AFTER_S = 3.0
 
 
 class Session:
-    _peer_connections: weakref.WeakSet[RTCPeerConnection] = weakref.WeakSet()
-
-    @classmethod
-    def live_peer_connections(cls) -> int:
-        """Peer connections not yet closed (a leak shows here)."""
-        return sum(1 for pc in cls._peer_connections if pc.connectionState != "closed")
-
     def __init__(
         self,
         app_state: AppState,
@@ -58,11 +55,9 @@ class Session:
         self.config = app_state.config
         self.pipeline = pipeline
         self._on_closed = on_closed
-        # --ice-server / --turn-url servers (fresh TURN credentials), never aiortc's public STUN default.
-        self.pc = RTCPeerConnection(ice.from_config(self.config).rtc_configuration())
-        codecs.prepare(self.pc, self.config.video_codec)  # before the offer is applied
+        self.pc = negotiation.new_peer_connection(self.config)
         self.resumed_away = False  # a `resume` offer took this call over: its close must not keep it again
-        Session._peer_connections.add(self.pc)
+        self.first_utterance = 0  # a rejoined call's utterance numbers go on from here (server/resume.py)
         self.channel = None
         self.relay: FrameRelay | None = None
         self.output_track: TransformedVideoTrack | None = None
@@ -72,7 +67,7 @@ class Session:
         self.hint: dict[str, Any] | None = None  # the last `send` message
         self._over_hint_since: float | None = None
         self._min_rtt_ms = float("inf")  # the least RTCP round trip of this call so far
-        self._tasks: set[asyncio.Task] = set()
+        self.tasks = TaskSet(f"session {self.id[:8]}")  # every task of this call; close() cancels and awaits them
         self._closing = False
         self.closed = asyncio.Event()
         self.created = time.monotonic()
@@ -113,58 +108,30 @@ class Session:
                 pc.addTrack(self.output_track)
             elif track.kind == "audio" and self._audio_track is None:
                 self._audio_track = track
-                self._spawn(self._audio(track))
+                self._spawn(audio_gate.listen(self, track))
             else:
-                self._spawn(self._drain(track))
+                self._spawn(audio_gate.drain(track))
 
-        @pc.on("connectionstatechange")
-        async def on_state() -> None:
-            log.info("session %s: connection %s", self.id[:8], pc.connectionState)
-            if pc.connectionState == "connected":
-                codecs.request_keyframe(pc)  # a new or resumed viewer starts on a keyframe
-            if pc.connectionState in ("failed", "closed"):
-                await self.close(lost=True)
-
-    async def _audio(self, track: MediaStreamTrack) -> None:
-        """Read the mic until speech is loaded (it may still be loading when the call joins), then hand
-        the track to a speech listener; with speech off, read it to the end so aiortc's queue never grows."""
-        try:
-            while self.state.speech_factory is None:
-                if self.state.engine_ready and self.state.stt is None:  # speech is off or failed: just drain
-                    await self._drain(track)
-                    return
-                await track.recv()
-        except MediaStreamError:
-            return
-        self.audio = self.state.speech_factory(self, track, self.state.observer)
-        self.audio.start()
-
-    async def _drain(self, track: MediaStreamTrack) -> None:
-        try:
-            while True:
-                await track.recv()
-        except MediaStreamError:
-            pass
+        negotiation.on_connection_state(pc, lambda: self.close(lost=True), f"session {self.id[:8]}")
 
     def _spawn(self, coro) -> asyncio.Task:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self.tasks.spawn(coro)
 
     # ---- signaling --------------------------------------------------------------------
     async def accept(self, sdp: str) -> RTCSessionDescription:
-        """Offer in, complete answer (all ICE candidates gathered) out."""
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        if self.relay is None:
-            raise ValueError("the offer has no video track to transform")
-        answer = await self.pc.createAnswer()
-        await self.pc.setLocalDescription(answer)
+        """Offer in, complete answer (all ICE candidates gathered) out; OfferRefused (server/negotiation.py)."""
+
+        def has_video() -> None:
+            if self.relay is None:
+                raise ValueError("the offer has no video track to transform")
+
+        answer = await negotiation.answer(self.pc, sdp, has_video)
+        assert self.relay is not None
         self.relay.start()
         self._spawn(self._stats_loop())
         self._spawn(self._watch())
         self.update_hint()
-        return self.pc.localDescription
+        return answer
 
     async def _watch(self) -> None:
         """Close the call when it never connects, or when its camera track ends."""
@@ -184,8 +151,8 @@ class Session:
             await asyncio.sleep(0.1)
 
     def _spawn_close(self, lost: bool = False) -> None:
-        # not self._spawn: close() cancels the session's own tasks
-        asyncio.get_running_loop().create_task(self.close(lost=lost))
+        # the app's task set, not the call's: close() cancels the call's own tasks (app shutdown awaits it)
+        self.state.tasks.spawn(self.close(lost=lost), name=f"close session {self.id[:8]}")
 
     def models_ready(self) -> None:
         """The models finished loading: switch at the next frame, and say so."""
@@ -275,30 +242,7 @@ class Session:
             p.max_fps = share
 
     def stats_message(self) -> dict[str, Any]:
-        p = self.relay
-        if p is None:
-            return {"type": "stats", "fps_in": 0.0, "fps_out": 0.0, "dropped": 0, "latency_ms": {}, "queue_age_ms": 0}
-        s = p.stats
-        speech = self.audio.speech_stats() if self.audio is not None else {}  # speech_ms, speech_dropped_s
-        return speech | {
-            "type": "stats",
-            "fps_in": round(s.fps_in.rate(), 2),
-            "fps_out": round(s.fps_out.rate(), 2),
-            "dropped": p.dropped,
-            "latency_ms": {
-                **{k: round(v, 2) for k, v in s.last_timings_ms.items()},
-                "encode": round(s.last_encode_ms, 2),
-            },
-            "queue_age_ms": round(s.last_queue_age_ms, 2),
-            "transit_ms": round(s.last_transit_ms, 2),
-            "shown_age_ms": round(s.last_shown_age_ms, 2),
-            "frames_in": s.frames_in,
-            "frames_out": s.frames_out,
-            "errors": s.errors,
-            "batch": s.last_batch,
-            "send": self.hint,
-            "server_time": time.time() * 1000.0,
-        }
+        return call_stats.stats_message(self)  # server/call_stats.py
 
     async def _stats_loop(self) -> None:
         while True:
@@ -337,7 +281,7 @@ class Session:
             for step in (
                 self._stop_video,
                 self._stop_audio,
-                self._cancel_tasks,
+                self.tasks.close,
                 self._close_peer,
                 self._close_pipeline,
             ):
@@ -350,6 +294,7 @@ class Session:
             self.closed.set()
             workers = self.state.workers
             workers.capacity.calls_changed(workers.runner.active_calls())
+            self.state.memory.call_ended(len(self.state.sessions))  # freed, and back to the OS (server/memory.py)
 
     async def _stop_video(self) -> None:
         if self.relay is not None:
@@ -358,13 +303,6 @@ class Session:
     async def _stop_audio(self) -> None:
         if self.audio is not None:
             await self.audio.stop()
-
-    async def _cancel_tasks(self) -> None:
-        current = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not current]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _close_peer(self) -> None:
         if self.output_track is not None:

@@ -19,8 +19,10 @@ from aiortc import MediaStreamTrack
 from server.call_speech import SpeechObserver
 from server.capacity import CapacityOptions
 from server.config import ServerConfig
+from server.memory import MemoryReleaser
 from server.notices import notices
 from server.resume import ResumeStore
+from server.tasks import TaskSet
 from server.tracks import VideoObserver
 from server.workers import DeviceWorkers
 from speakdraw.engines import Engine, EngineOptions, PassthroughEngine, load_engine
@@ -36,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 class Observer(VideoObserver, SpeechObserver, Protocol):
-    """Metrics hooks a session calls (server/routes/metrics.py implements them)."""
+    """Metrics hooks a session calls (server/metrics.py implements them)."""
 
     def message_sent(self, message: dict[str, Any]) -> None: ...
 
@@ -59,6 +61,9 @@ class AppState:
         self.stt: SpeechToText | None = None
         self.speech_factory: SpeechFactory | None = None
         self.resume_store = ResumeStore(config.resume_window_s)  # calls lost without a hang-up (server/resume.py)
+        self.tasks = TaskSet("app")  # tasks that outlive a request or a call (a close, a viewer's close)
+        self.memory = MemoryReleaser(self.workers.io)  # freed memory back to the OS after calls (server/memory.py)
+        self.patches: Any = None  # what aiortc_patches.install did (server/aiortc_patches.py), for /healthz
         self.warnings: list[str] = []
         self.draining = False  # a cluster worker that takes no new calls (server/cluster/worker_side.py)
 

@@ -192,9 +192,9 @@ class Pipeline:
         return encoded is not None
 
     def adopt_image_prompt(self, encoded: Any) -> None:
-        """Use an image prompt another pipeline of the same engine already encoded (a resumed call)."""
-        with self._lock:
-            self._pending_image = (encoded,)
+        """Use an image prompt another pipeline of the same engine already encoded (a resumed call), from the
+        next frame: it is queued like any other change (`ImagePromptChange`)."""
+        self.changes.put(ImagePromptChange(encoded))
 
     def set_engine(self, engine: Engine, matting: Matting | None = None) -> None:
         """Switch engines between frames (a call that joined while the models loaded gets them when ready)."""
@@ -207,10 +207,15 @@ class Pipeline:
         return pending.engine if pending is not None else self.engine
 
     @property
+    def next_image_prompt(self) -> Any | None:
+        """The encoded image prompt the next frame will use (a queued change, else the one in use)."""
+        pending = self.changes.newest(ImagePromptChange)
+        return pending.encoded if pending is not None else self.image_prompt
+
+    @property
     def has_image_prompt(self) -> bool:
         """Whether an image prompt is set (or is about to be, at the next frame)."""
-        pending = self.changes.newest(ImagePromptChange)
-        return (pending.encoded if pending is not None else self.image_prompt) is not None
+        return self.next_image_prompt is not None
 
     # ---- applied between frames (the frame thread) ------------------------------------------
     def apply_changes(self) -> None:

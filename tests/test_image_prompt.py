@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import struct
+import subprocess
+import sys
 import time
 import zlib
 from collections.abc import AsyncIterator
@@ -17,6 +19,7 @@ import numpy as np
 import pytest
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient, TestServer
+from PIL import Image
 
 from server.app import create_app
 from server.config import ServerConfig
@@ -26,6 +29,7 @@ from server.state import STATE
 from speakdraw.diffusion import load_diffusion_engine
 from speakdraw.engines import EngineOptions, PassthroughEngine
 from speakdraw.settings import Settings
+from tests.serverproc import REPO
 
 pytestmark = pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")
 
@@ -194,8 +198,44 @@ async def test_bad_uploads_are_refused_and_change_nothing(sd15, sd15_engine, nam
         assert elapsed < 5.0  # refused from its header: 900 Mpixels were never decoded (margin for a loaded machine)
 
 
-async def test_the_bomb_is_small_on_the_wire():
-    assert len(BAD["bomb"][0]) < 200_000 and 30000 * 30000 > MAX_PIXELS
+def test_too_many_pixels_are_refused_before_a_pixel_is_decoded(tmp_path):
+    """6000x4100 px, just over MAX_PIXELS and under PIL's own bomb limit (so only our header check stops it):
+    in a fresh process, refusing it leaves the peak memory where it was, while decoding the same bytes with the
+    limit lifted costs ~100 MB (the 1-bit image, then its RGB copy). Replaces a check of the fixture's own size."""
+    assert 6000 * 4100 > MAX_PIXELS and 6000 * 4100 < Image.MAX_IMAGE_PIXELS
+    path = tmp_path / "big.png"
+    path.write_bytes(png_bomb(6000, 4100))
+    code = (  # VmHWM: the process's peak RSS, reset to the current RSS by writing 5 to clear_refs
+        "import sys\n"
+        "from server.routes.image_prompt import decode_image\n"
+        "from server.uploads import Refused\n"
+        "data = open(sys.argv[1], 'rb').read()\n"
+        "def peak_since_reset(work):\n"
+        "    open('/proc/self/clear_refs', 'w').write('5')\n"
+        "    hwm = lambda: int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])\n"
+        "    rss = lambda: int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1])\n"
+        "    before = rss()\n"
+        "    out = work()\n"
+        "    return out, (hwm() - before) / 1024\n"
+        "def refuse():\n"
+        "    try:\n"
+        "        decode_image(data)\n"
+        "        return 'decoded'\n"
+        "    except Refused as exc:\n"
+        "        return exc.code\n"
+        "outcome, refused = peak_since_reset(refuse)\n"
+        "_, decoded = peak_since_reset(lambda: decode_image(data, max_pixels=10**9))\n"
+        "print(outcome)\n"
+        "print(refused, decoded)\n"
+    )
+    args = [sys.executable, "-c", code, str(path)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    outcome, numbers = done.stdout.split("\n")[:2]
+    refused_mb, decoded_mb = map(float, numbers.split())
+    assert outcome == "too_many_pixels"
+    print(f"peak memory: refused +{refused_mb:.1f} MB, decoded +{decoded_mb:.1f} MB")
+    assert refused_mb < 10 and decoded_mb > 60, (refused_mb, decoded_mb)
 
 
 def test_decoder_is_not_fooled_by_the_content_type_or_the_name():

@@ -20,7 +20,7 @@ from aioice import ice as aioice_ice
 from aiortc import rtcrtpreceiver
 from aiortc.mediastreams import MediaStreamError
 
-from server import jitter
+from server import aiortc_patches
 from tests.rtc_client import PatternVideoTrack, RtcClient, read_frame_id
 
 pytestmark = pytest.mark.slow
@@ -92,9 +92,9 @@ def phase_numbers(arrivals: list[tuple[float, float]], start: float, end: float)
 
 
 async def test_call_keeps_moving_under_packet_loss(start_server, monkeypatch):
-    # The client receives with the server's jitter buffer (server/jitter.py), as the server does: stock aiortc
+    # The client receives with the server's jitter buffer (server/aiortc_patches.py), as the server does: stock aiortc
     # stalls for ~1 s on a lost retransmission and keeps that as latency (measured: p50 1.5-2.3 s under 5 %).
-    monkeypatch.setattr(rtcrtpreceiver, "JitterBuffer", jitter.MarkerJitterBuffer)
+    monkeypatch.setattr(rtcrtpreceiver, "JitterBuffer", aiortc_patches.MarkerJitterBuffer)
     net = LossyNetwork()
     net.install(monkeypatch)
     server = start_server()

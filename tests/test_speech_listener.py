@@ -93,7 +93,7 @@ async def test_a_finals_stage_times_reach_stats_and_metrics():
     """Issue 16: per-final stages (eos, wait, decode from the speech thread; send here) → stats + /metrics."""
     import time
 
-    from server.routes.metrics import Metrics
+    from server.metrics import Metrics
     from speakdraw.speech import TranscriptEvent
 
     metrics = Metrics()

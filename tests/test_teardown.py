@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from tests import churn
 from tests.rtc_client import RtcClient
 
 
@@ -40,5 +41,6 @@ async def test_thirty_calls_leave_nothing_behind(start_server):
     assert after["sessions"] == 0, after
     assert after["peer_connections"] == 0, after
     assert after["tasks"] <= baseline["tasks"], (baseline, after)
-    # back to baseline: worker pools are created once and reused, never a thread per call
-    assert after["threads"] <= baseline["threads"], (baseline, after)
+    # worker pools are created once and reused, never a thread per call (the codec pool may grow to its size
+    # when two encodes overlap: a strict "no new thread" failed on main too, about one run in two under load)
+    churn.assert_threads_back(baseline, after)

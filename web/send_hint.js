@@ -1,6 +1,6 @@
 // The server's back-pressure hint, {"type":"send","max_fps","max_side","reason"}: send at most this many
 // frames per second, longest side at most this many pixels. Applied to the camera's RTCRtpSender, so frames
-// the server could not process are never encoded or sent (DESIGN.md, data channel `send`).
+// the server could not process are never encoded or sent (README.md, data channel `send`).
 
 /** Apply `hint` to `sender` (whose source is `track`); resolves to what was set, or null without a sender. */
 export async function applySendHint(sender, track, hint) {

@@ -26,7 +26,7 @@ from PIL import Image
 
 from server.errors import json_error
 from server.mailbox import Mailbox
-from server.routes.metrics import METRICS, Metrics
+from server.metrics import METRICS, Metrics
 from server.session import Session
 from server.state import STATE
 from server.tracks import OutFrame

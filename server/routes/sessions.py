@@ -2,7 +2,8 @@
 
 `offer()` reads top to bottom as the whole signaling path: parse (total: whatever the bytes,
 a 4xx JSON error), admit (a slot is reserved before any await and released on every exit),
-build the call's pipeline, answer.
+build the call's pipeline, answer (server/negotiation.py, shared with WHIP and WHEP). From the
+moment the call's peer connection exists, any failure closes the call before the error goes out.
 """
 
 from __future__ import annotations
@@ -18,20 +19,17 @@ from aiohttp import web
 from aiortc import RTCSessionDescription
 from pydantic import ValidationError
 
-from server import ice, media_ports, resume
+from server import ice, negotiation, resume
 from server.cluster import worker_side
 from server.errors import json_error
+from server.negotiation import OfferRefused
 from server.session import Session
 from server.state import STATE, AppState
 from server.workers import DeviceWorkers
+from speakdraw.pipeline import Pipeline
 from speakdraw.settings import Settings, settings_schema
 
 log = logging.getLogger(__name__)
-
-
-class OfferRefused(Exception):
-    def __init__(self, response: web.Response) -> None:
-        self.response = response
 
 
 def parse_offer(body: bytes) -> tuple[str, Settings, dict[str, Any]]:
@@ -89,11 +87,17 @@ async def start_session(
 
     Raises OfferRefused with the response to send. A slot is reserved before any await and released on
     every exit, so offers arriving together cannot overshoot `--max-sessions` or the measured capacity.
+    Once the call's peer connection exists, whatever goes wrong (a refused offer, a bug, a cancelled
+    request) closes the call, so no peer connection, pipeline or slot outlives a failed offer.
     """
     refused = admission(state)
     if refused is not None:
         raise OfferRefused(refused)
+    session: Session | None = None
+    pipeline: Pipeline | None = None
+    lost: resume.LostCall | None = None
     state.reserved += 1
+    reserved = True
     try:
         lost = await resume.claim(state, resume_id)  # a rejoin takes over its lost call's state
         if lost is not None:
@@ -111,24 +115,38 @@ async def start_session(
         if lost is not None:
             resume.apply(lost, session)
         state.sessions[session.id] = session
-    finally:
-        state.reserved -= 1
-    if pipeline.engine is not state.current_engine():  # the model became ready while this pipeline was made
-        pipeline.set_engine(state.current_engine(), state.matting)
-    try:
+        state.reserved -= 1  # the call counts in `sessions` now
+        reserved = False
+        if pipeline.engine is not state.current_engine():  # the model became ready while this pipeline was made
+            pipeline.set_engine(state.current_engine(), state.matting)
         answer = await session.accept(sdp)
-    except media_ports.MediaPortsExhausted as exc:
-        await session.close()
-        raise OfferRefused(
-            json_error(503, "no_media_ports", f"{exc}; try again later", headers={"Retry-After": "5"})
-        ) from None
-    except Exception as exc:
-        await session.close()
-        log.info("refused offer: %r", exc)
-        raise OfferRefused(json_error(400, "bad_sdp", f"cannot use this offer: {exc or type(exc).__name__}")) from None
-    if lost is not None:
-        resume.after_accept(lost, session)
+    except BaseException:
+        if reserved:
+            state.reserved -= 1
+        if session is not None:
+            await _discard(state, session)
+        elif pipeline is not None:
+            await _close_pipeline(state, pipeline)
+        if lost is not None:
+            state.resume_store.keep(lost)  # a failed rejoin loses nothing: the next one can still take it
+        raise
     return session, answer, lost is not None
+
+
+async def _discard(state: AppState, session: Session) -> None:
+    """Close a call whose offer failed; a cancelled request still closes it (the app's task set owns the close)."""
+    close = state.tasks.spawn(session.close(), name=f"close failed offer {session.id[:8]}")
+    try:
+        await asyncio.shield(close)
+    except Exception:
+        log.exception("session %s: close after a failed offer failed", session.id[:8])
+
+
+async def _close_pipeline(state: AppState, pipeline: Pipeline) -> None:
+    try:
+        await state.workers.runner.run(pipeline.close)
+    except RuntimeError:  # the runner is shut down: nothing runs its frames any more
+        pipeline.close()
 
 
 async def offer(request: web.Request) -> web.Response:
@@ -181,12 +199,14 @@ async def healthz(request: web.Request) -> web.Response:
             "sessions": len(state.sessions),
             "engine_ready": state.engine_ready,
             "engine": state.engine_name(),
-            "peer_connections": Session.live_peer_connections(),
+            "peer_connections": negotiation.live_peer_connections(),
             "tasks": len(asyncio.all_tasks()),
             "threads": threading.active_count(),
             "worker_threads": DeviceWorkers.alive_threads(),
             "capacity": state.workers.capacity.summary(),
             **worker_side.health(state),  # cluster workers: "worker", "pid", "draining"
+            "aiortc_patches": state.patches.as_dict() if state.patches is not None else None,
+            "memory": state.memory.summary(),
         }
     )
 

@@ -8,7 +8,9 @@ The token goes as `Authorization: Bearer` (server/auth.py checks these paths lik
 the JSON errors. Non-trickle: answers carry every candidate, PATCH (trickle/restart) answers 405.
 A viewer gets the session's output frames through `TransformedVideoTrack.listeners` (as MJPEG does), so
 viewers never take frames from the call itself; a WHIP session has no sender of its own to pull
-them, so a pump task does. Each viewer's encoder starts with a keyframe, and PLI/FIR get one.
+them, so a pump task (one of the session's tasks) does. Each viewer's encoder starts with a keyframe,
+and PLI/FIR get one. Negotiation (peer connection, answer, errors) is server/negotiation.py's, as for
+`POST /api/offer`; a viewer closed with its session is closed by a task of the app's task set.
 """
 
 from __future__ import annotations
@@ -20,15 +22,16 @@ import logging
 import uuid
 
 from aiohttp import web
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 from pydantic import ValidationError
 
-from server import codecs, ice, media_ports
+from server import ice, negotiation
 from server.errors import json_error
 from server.mailbox import Mailbox
-from server.routes.sessions import OfferRefused, start_session
+from server.negotiation import OfferRefused
+from server.routes.sessions import start_session
 from server.session import Session
 from server.state import STATE
 from server.tracks import OutFrame
@@ -104,7 +107,7 @@ def _sdp_created(sdp: str, location: str) -> web.Response:
 
 async def _pump(session: Session) -> None:
     """A WHIP call has no WebRTC sender pulling its output: pull it here so listeners (WHEP, MJPEG) see it."""
-    with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
+    with contextlib.suppress(MediaStreamError):
         while session.output_track is not None:
             await session.output_track.recv()
 
@@ -124,14 +127,14 @@ async def whip_post(request: web.Request) -> web.Response:
         )
     except OfferRefused as exc:
         return exc.response
-    session._spawn(_pump(session))
+    session.tasks.spawn(_pump(session), name=f"whip pump {session.id[:8]}")
     return _sdp_created(answer.sdp, f"/whip/{session.id}")
 
 
 def _session_closed(app: web.Application, state, session: Session) -> None:
     state.sessions.pop(session.id, None)
     for viewer in list(app[VIEWERS].pop(session.id, {}).values()):
-        asyncio.ensure_future(viewer.close())
+        state.tasks.spawn(viewer.close(), name=f"close whep viewer {viewer.id[:8]}")
 
 
 async def whip_delete(request: web.Request) -> web.Response:
@@ -155,36 +158,30 @@ async def whep_post(request: web.Request) -> web.Response:
         return json_error(503, "too_many_viewers", "this session has its maximum of viewers", {"Retry-After": "10"})
     if session.output_track is None:
         return json_error(409, "no_output", "this session has no video output yet")
-    pc = RTCPeerConnection(ice.from_config(state.config).rtc_configuration())
-    Session._peer_connections.add(pc)
+    pc = negotiation.new_peer_connection(state.config)
     track = RelayTrack()
-    codecs.prepare(pc, state.config.video_codec)
     pc.addTrack(track)
     viewer = WhepViewer(session, pc, track)
 
-    @pc.on("connectionstatechange")
-    async def on_state() -> None:
-        if pc.connectionState == "connected":
-            codecs.request_keyframe(pc)
-        if pc.connectionState in ("failed", "closed"):
-            viewers.pop(viewer.id, None)
-            await viewer.close()
+    async def gone() -> None:
+        viewers.pop(viewer.id, None)
+        await viewer.close()
 
+    negotiation.on_connection_state(pc, gone, f"whep viewer {viewer.id[:8]}")
     try:
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        await pc.setLocalDescription(await pc.createAnswer())
-    except media_ports.MediaPortsExhausted as exc:
-        await pc.close()
-        return json_error(503, "no_media_ports", str(exc), headers={"Retry-After": "5"})
-    except Exception as exc:
-        await pc.close()
-        return json_error(400, "bad_sdp", f"cannot use this offer: {exc or type(exc).__name__}")
+        answer = await negotiation.answer(pc, sdp)
+    except OfferRefused as exc:
+        await ice.close_peer(pc)
+        return exc.response
+    except BaseException:
+        await ice.close_peer(pc)
+        raise
     if session.closed.is_set():
-        await pc.close()
+        await ice.close_peer(pc)
         return json_error(404, "unknown_session", "the session ended")
     viewers[viewer.id] = viewer
     session.output_track.listeners.append(track.offer_frame)
-    return _sdp_created(pc.localDescription.sdp, f"/whep/{session.id}/{viewer.id}")
+    return _sdp_created(answer.sdp, f"/whep/{session.id}/{viewer.id}")
 
 
 async def whep_delete(request: web.Request) -> web.Response:

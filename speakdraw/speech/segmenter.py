@@ -72,6 +72,15 @@ class UtteranceSegmenter:
         return self._speaking
 
     @property
+    def next_utterance(self) -> int:
+        """The id the next utterance gets; a resumed call sets it so its utterance numbers continue."""
+        return self._next_id
+
+    @next_utterance.setter
+    def next_utterance(self, value: int) -> None:
+        self._next_id = int(value)
+
+    @property
     def speech_s(self) -> float:
         """Voiced time in the current utterance."""
         return self._voiced * WINDOW_MS / 1000.0

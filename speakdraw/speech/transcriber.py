@@ -72,7 +72,7 @@ class TranscriptEvent:
     emitted_at: float = 0.0  # time.monotonic() when the speech thread reported it
 
     def message(self) -> dict[str, Any]:
-        """The data-channel `transcript` message (DESIGN.md; `revised` only on a correction)."""
+        """The data-channel `transcript` message (README.md, Data channel; `revised` only on a correction)."""
         out: dict[str, Any] = {"type": "transcript", "utterance": self.utterance, "text": self.text}
         out["final"] = self.final
         if self.revision:
