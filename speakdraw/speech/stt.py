@@ -115,6 +115,7 @@ class Transcript:
     # and the hallucination guard is calibrated on the unbiased value.
     prompt: str = ""
     prompted_no_speech_prob: float | None = None
+    repeats: int = 1  # guard.collapse_repeats: the text was this phrase said `repeats` times (kept once)
 
     @classmethod
     def from_segments(
@@ -266,6 +267,7 @@ class FasterWhisperSTT:
         prefix_ids = tokenizer.encode(" " + prefix) if prefix else []
         if prefix_ids:
             prompt_ids += [tokenizer.timestamp_begin, *prefix_ids]
+        max_length = min(self._model.max_length, len(prompt_ids) + int(duration * MAX_TOKENS_PER_S) + 8)
         with self._lock.hold():
             start = time.perf_counter()
             features = self._model.feature_extractor(padded)[:, :-1]
@@ -282,7 +284,7 @@ class FasterWhisperSTT:
                 encoded,
                 [prompt_ids],
                 beam_size=beam_size,
-                max_length=min(self._model.max_length, len(prompt_ids) + int(duration * MAX_TOKENS_PER_S) + 8),
+                max_length=max_length,
                 return_scores=True,
                 return_no_speech_prob=True,
                 suppress_blank=not prefix_ids,
@@ -302,7 +304,10 @@ class FasterWhisperSTT:
             elif token < tokenizer.eot:
                 pending.append(token)
         # Text with no closing timestamp, not cut at the audio's end: the token limit stopped it (a loop).
-        looped = bool(pending) and not cut
+        # After a bias text Whisper often ends with a full stop and no timestamp ("Stronger.<|eot|>"),
+        # so there only reaching the limit counts (max_length includes the prompt tokens).
+        limited = len(prompt_ids) + len(ids) >= max_length - 1
+        looped = bool(pending) and not cut and (limited or not bias_ids)
         if pending and not text_ids:
             text_ids = pending
         cut = cut or looped

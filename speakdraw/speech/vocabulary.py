@@ -56,14 +56,14 @@ ART_TERMS = (
 # Style-table words that are everyday English or colours: Whisper hears them anyway, and they
 # would only spend the budget.
 _PLAIN = frozenset(
-    "outlines poster colours colors colourful colorful soft light blue yellow gentle calm black bold lines flat drawing pen outline cream peach chaos "
-    "chaotic wild strokes red crimson print warm orange autumn sunset cells dots spots bubbles dark "
-    "night navy vivid pink child bright pattern teal maze brown rust copper earthy gold golden desert "
-    "sand purple violet dreamy haze misty green lime jungle forest emerald washed faded pale ice icy "
-    "winter frost snow lines candy sweet blue water waves ocean sea underwater midnight deep fire flame "
-    "flames burning hell dragon volcano paper cut out minimal illustration dark gloomy muted grey gray "
-    "fog foggy smoke china detailed intricate old photo vintage city blocks tiles rectangles "
-    "bricks brick beige retro antique".split()
+    "outlines poster colours colors colourful colorful soft light blue yellow gentle calm black bold "
+    "lines flat drawing pen outline cream peach chaos chaotic wild strokes red crimson print warm orange "
+    "autumn sunset cells dots spots bubbles dark night navy vivid pink child bright pattern teal maze "
+    "brown rust copper earthy gold golden desert sand purple violet dreamy haze misty green lime jungle "
+    "forest emerald washed faded pale ice icy winter frost snow lines candy sweet blue water waves ocean "
+    "sea underwater midnight deep fire flame flames burning hell dragon volcano paper cut out minimal "
+    "illustration dark gloomy muted grey gray fog foggy smoke china detailed intricate old photo vintage "
+    "city blocks tiles rectangles bricks brick beige retro antique".split()
 )
 # Example sentences in the shape most prompts take ("a ... painting of a ..."): with them tiny.en
 # keeps the leading "a" and hears "an oil painting of a ship" rather than "... and a shape".
