@@ -22,9 +22,9 @@ so the prompt picks the style engine's style again), and is ignored while it is 
 
 `match_command` is exact. The live transcriber also uses `fuzzy_command`: the phrases are a
 closed set, so a fast decode that is *near* one ("Next tile." for "next style", "Only meat."
-for "only me") is taken as that command when it is short, close enough (`FUZZY_FLOOR`) and
-clearly closer to it than to any other command (`FUZZY_MARGIN`); see speech/decode_policy.py
-for the confidence it also needs.
+for "only me") is taken as that command when it has as many words, is close enough
+(`FUZZY_FLOOR`) and clearly closer to it than to any other command (`FUZZY_MARGIN`); see
+speech/decode_policy.py for the confidence it also needs.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def match_command(text: str) -> str | None:
 
 FUZZY_FLOOR = 0.8  # character similarity (difflib ratio) to the nearest phrase
 FUZZY_MARGIN = 0.08  # ... and at least this much over the nearest phrase of another command
-FUZZY_MAX_WORDS = 4  # every phrase has at most 3 words: a longer final is a prompt
+FUZZY_MAX_WORDS = 4  # the longest phrase ("style number twenty five"): a longer final is a prompt
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ def fuzzy_command(text: str) -> CommandMatch | None:
         return None
     best: dict[str, tuple[float, str]] = {}
     for phrase, name in _PHRASES.items():
-        if abs(len(phrase.split()) - len(words)) > 1:
+        if len(phrase.split()) != len(words):  # "everything red" is not "everything"
             continue
         ratio = SequenceMatcher(None, core, phrase, autojunk=False).ratio()
         if ratio > best.get(name, (0.0, ""))[0]:

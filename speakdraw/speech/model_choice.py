@@ -1,4 +1,5 @@
-"""`--stt-model auto`: which Whisper model the live path runs, chosen by device and measured speed.
+"""`load_stt(kind, model, device)`, and for `--stt-model auto` which Whisper model the live path runs,
+chosen by device and measured speed.
 
 - On a GPU: the largest model that can be had (`GPU_ORDER`), in float16. Whisper small decodes a
   short utterance on a GPU in tens of milliseconds, so speed is not what limits it there.
@@ -23,6 +24,16 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from speakdraw.speech.stt import (
+    DEFAULT_MODELS,
+    STT_KINDS,
+    FasterWhisperSTT,
+    OpenAIWhisperSTT,
+    SpeechToText,
+    STTUnavailable,
+    _pick_device,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +93,6 @@ def _local(name: str) -> bool:
 
 def choose(device: str = "auto", budget_s: float = DECODE_BUDGET_S, load=None) -> tuple[object, Choice]:
     """(a loaded FasterWhisperSTT, why it was chosen). `load(model, device)` builds one (tests pass theirs)."""
-    from speakdraw.speech.stt import FasterWhisperSTT, STTUnavailable, _pick_device
-
     load = load or (lambda model, dev: FasterWhisperSTT(model, device=dev))
     device = _pick_device(device)
     if device == "cuda":
@@ -110,3 +119,32 @@ def choose(device: str = "auto", budget_s: float = DECODE_BUDGET_S, load=None) -
             return stt, Choice(name, device, stt.compute_type, measured, why)
         del stt
     raise STTUnavailable("no Whisper model to choose from")
+
+
+def load_stt(
+    kind: str = "faster-whisper", model: str | None = None, device: str = "auto", **kwargs
+) -> SpeechToText | None:
+    """The STT engine for `--stt KIND --stt-model MODEL`; None for 'off'. Raises STTUnavailable."""
+    if kind == "off":
+        return None
+    if kind not in DEFAULT_MODELS:
+        raise ValueError(f"unknown STT engine {kind!r}; expected one of {', '.join(STT_KINDS)}")
+    if model in (None, "", "auto") and kind == "faster-whisper" and not kwargs:
+        try:
+            stt, choice = choose(device)
+        except (ImportError, OSError, RuntimeError, ValueError) as exc:
+            raise STTUnavailable(f"{kind}: no model could be chosen: {exc}") from exc
+        stt.choice = choice
+        log.info(
+            "speech model: %s %s on %s (auto: %s)", choice.model, choice.compute_type, choice.device, choice.reason
+        )
+        return stt
+    model = DEFAULT_MODELS[kind] if model in (None, "", "auto") else model
+    try:
+        if kind == "faster-whisper":
+            return FasterWhisperSTT(model, device=device, **kwargs)
+        return OpenAIWhisperSTT(model, device=device, **kwargs)
+    except STTUnavailable:
+        raise
+    except (ImportError, OSError, RuntimeError, ValueError) as exc:
+        raise STTUnavailable(f"{kind} model {model!r} failed to load: {exc}") from exc

@@ -1,6 +1,6 @@
 """Speech-to-text engines behind one interface.
 
-`load_stt(kind, model, device)` gives a `SpeechToText`: `transcribe(audio16k) ->
+`load_stt(kind, model, device)` (model_choice.py) gives a `SpeechToText`: `transcribe(audio16k) ->
 Transcript`. Two engines:
 
 - `faster-whisper` (default): CTranslate2, int8 on CPU, float16 on CUDA. `model` is a
@@ -465,34 +465,3 @@ def resolve_openai_whisper(model: str) -> Path | None:
         known = ", ".join(whisper.available_models())
         raise STTUnavailable(f"openai-whisper model {model!r} is neither a file nor one of {known}")
     return None
-
-
-def load_stt(
-    kind: str = "faster-whisper", model: str | None = None, device: str = "auto", **kwargs
-) -> SpeechToText | None:
-    """The STT engine for `--stt KIND --stt-model MODEL`; None for 'off'. Raises STTUnavailable."""
-    if kind == "off":
-        return None
-    if kind not in DEFAULT_MODELS:
-        raise ValueError(f"unknown STT engine {kind!r}; expected one of {', '.join(STT_KINDS)}")
-    if model in (None, "", "auto") and kind == "faster-whisper" and not kwargs:
-        from speakdraw.speech.model_choice import choose
-
-        try:
-            stt, choice = choose(device)
-        except (ImportError, OSError, RuntimeError, ValueError) as exc:
-            raise STTUnavailable(f"{kind}: no model could be chosen: {exc}") from exc
-        stt.choice = choice
-        log.info(
-            "speech model: %s %s on %s (auto: %s)", choice.model, choice.compute_type, choice.device, choice.reason
-        )
-        return stt
-    model = DEFAULT_MODELS[kind] if model in (None, "", "auto") else model
-    try:
-        if kind == "faster-whisper":
-            return FasterWhisperSTT(model, device=device, **kwargs)
-        return OpenAIWhisperSTT(model, device=device, **kwargs)
-    except STTUnavailable:
-        raise
-    except (ImportError, OSError, RuntimeError, ValueError) as exc:
-        raise STTUnavailable(f"{kind} model {model!r} failed to load: {exc}") from exc

@@ -284,17 +284,18 @@ class Transcriber:
             return ""
 
     def _decode(self, audio: np.ndarray, beam_size: int, prefix: str = "") -> Transcript:
-        prompt = self._bias_text()
+        bias = {"prompt": prompt} if (prompt := self._bias_text()) else {}  # (an STT without biasing still works)
         if self.options.windowed:
-            transcript = self.stt.transcribe_window(audio, beam_size=beam_size, prefix=prefix, prompt=prompt)
+            transcript = self.stt.transcribe_window(audio, beam_size=beam_size, prefix=prefix, **bias)
         else:
-            transcript = self.stt.transcribe(audio, fast=beam_size == 1, prompt=prompt)
+            transcript = self.stt.transcribe(audio, fast=beam_size == 1, **bias)
         self.stats["stt_s"] += transcript.elapsed_s
         return tidy(transcript)
 
     def _careful(self, audio: np.ndarray, fast: Transcript | None) -> Transcript:
         """The 30 s decode; a biased one takes the unbiased no-speech probability of the fast decode."""
-        careful = self.stt.transcribe(audio, fast=False, prompt=self._bias_text())
+        bias = {"prompt": prompt} if (prompt := self._bias_text()) else {}
+        careful = self.stt.transcribe(audio, fast=False, **bias)
         self.stats["stt_s"] += careful.elapsed_s
         self.stats["careful"] += 1
         if careful.prompt and fast is not None and fast.prompt:
