@@ -101,3 +101,39 @@ def test_speech_like_non_speech_does_not_say_the_bias_words_back(stt, vad):
     assert tr.stats["utterances"] >= 10  # the VAD let them through to Whisper
     assert [e.text for e in finals if e.command] == []  # no command from noise
     assert [e.text for e in finals if bias_only(normalize(e.text), BIAS)] == []
+
+
+def test_openai_whisper_takes_the_bias_text_as_its_initial_prompt(tmp_path):
+    """The reference engine's plumbing, on a tiny random-weight model (its real weights are not reachable here)."""
+    import dataclasses
+
+    import torch
+    from whisper.model import ModelDimensions, Whisper
+
+    from speakdraw.speech import load_stt
+
+    torch.manual_seed(0)
+    dims = ModelDimensions(80, 1500, 64, 2, 1, 51864, 448, 64, 2, 1)
+    model = Whisper(dims)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0.0, 0.02)
+    checkpoint = tmp_path / "tiny-random.pt"
+    torch.save({"dims": dataclasses.asdict(dims), "model_state_dict": model.state_dict()}, checkpoint)
+    stt = load_stt("openai-whisper", str(checkpoint), "cpu")
+    audio = np.concatenate([silence(0.3), espeak("a watercolor painting of a dragon"), silence(0.3)])
+    seen = {}
+    original = stt._model.transcribe
+
+    def spy(audio, **kwargs):
+        seen.update(kwargs)
+        return original(audio, **kwargs)
+
+    stt._model.transcribe = spy
+    result = stt.transcribe(audio, prompt="watercolor " * 400)  # far too long: bounded to the newest tokens
+    assert seen["initial_prompt"].split() and len(seen["initial_prompt"].split()) <= 150
+    if result.segments:  # random weights may say nothing; when they say something, the scores are sorted out
+        assert result.prompt == seen["initial_prompt"]
+        assert 0.0 <= result.no_speech_prob <= 1.0 and result.prompted_no_speech_prob is not None
+    plain = stt.transcribe(audio)
+    assert seen["initial_prompt"] is None and plain.prompt == ""

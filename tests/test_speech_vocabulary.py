@@ -361,7 +361,7 @@ class FakeModel:
 def test_auto_takes_the_largest_local_model_whose_measured_decode_fits(monkeypatch):
     import speakdraw.speech.model_choice as mc
 
-    speed = {"small.en": 0.9, "base": 0.25, "tiny.en": 0.1}
+    speed = {"small.en": 0.9, "base.en": 0.25, "base": 0.05, "tiny.en": 0.1}
     monkeypatch.setattr(mc, "_local", lambda name: name in speed)
     monkeypatch.setattr(mc, "probe_decode_s", lambda stt: speed[stt.model_id])
     loaded: list[str] = []
@@ -371,9 +371,9 @@ def test_auto_takes_the_largest_local_model_whose_measured_decode_fits(monkeypat
         return FakeModel(name)
 
     stt, choice = choose("cpu", budget_s=0.3, load=load)
-    assert choice.model == "base" and loaded == ["small.en", "base"]
-    assert choice.measured_s == {"small.en": 0.9, "base": 0.25}
-    speed["base"] = 0.5  # a slower machine: nothing larger fits, tiny.en it is
+    assert choice.model == "base.en" and loaded == ["small.en", "base.en"]  # multilingual base is never taken
+    assert choice.measured_s == {"small.en": 0.9, "base.en": 0.25}
+    speed["base.en"] = 0.5  # a slower machine: nothing larger fits, tiny.en it is
     stt, choice = choose("cpu", budget_s=0.3, load=load)
     assert choice.model == "tiny.en"
     speed["tiny.en"] = 0.8  # nothing fits at all: still the smallest, and it says so

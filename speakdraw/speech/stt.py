@@ -145,11 +145,18 @@ class SpeechToText(Protocol):
     device: str
 
     def transcribe(
-        self, audio: np.ndarray, *, fast: bool = False, background: bool = False, prompt: str = ""
+        self,
+        audio: np.ndarray,
+        *,
+        fast: bool = False,
+        background: bool = False,
+        prompt: str = "",
+        language: str | None = None,
     ) -> Transcript:
         """float32 mono 16 kHz, any length → text. `fast`: greedy (partials); `background`: yield to live work.
 
         `prompt`: bias text (words the speaker is likely to say), given to Whisper as the preceding text.
+        `language`: this decode's language, instead of the model's (`live_language` for the live path).
         """
 
     def transcribe_window(
@@ -210,18 +217,30 @@ class FasterWhisperSTT:
         self.language = language or ("en" if not self._model.model.is_multilingual else None)
         self._lock = PriorityLock()
 
+    @property
+    def live_language(self) -> str:
+        """What calls are decoded as: English unless the model was given a language (see `_tokenizer`)."""
+        return self.language or "en"
+
     def transcribe(
-        self, audio: np.ndarray, *, fast: bool = False, background: bool = False, prompt: str = ""
+        self,
+        audio: np.ndarray,
+        *,
+        fast: bool = False,
+        background: bool = False,
+        prompt: str = "",
+        language: str | None = None,
     ) -> Transcript:
         audio = _as_audio(audio)
         start = time.perf_counter()
         prompt = self._bounded_prompt(prompt)
+        language = language or self.language
         # Features for the whole file are computed here; the model itself only runs (in the lock)
         # to detect the language, which a known language skips.
-        with self._lock.hold(background) if self.language is None else contextlib.nullcontext():
+        with self._lock.hold(background) if language is None else contextlib.nullcontext():
             segments, info = self._model.transcribe(
                 audio,
-                language=self.language,
+                language=language,
                 beam_size=1 if fast else self.beam_size,
                 temperature=0.0 if fast else (0.0, 0.2, 0.4),
                 condition_on_previous_text=False,
@@ -367,8 +386,18 @@ class OpenAIWhisperSTT:
         self.language = language or ("en" if not self._model.is_multilingual else None)
         self._lock = PriorityLock()
 
+    @property
+    def live_language(self) -> str:
+        return self.language or "en"
+
     def transcribe(
-        self, audio: np.ndarray, *, fast: bool = False, background: bool = False, prompt: str = ""
+        self,
+        audio: np.ndarray,
+        *,
+        fast: bool = False,
+        background: bool = False,
+        prompt: str = "",
+        language: str | None = None,
     ) -> Transcript:
         import torch
 
@@ -378,7 +407,7 @@ class OpenAIWhisperSTT:
             start = time.perf_counter()
             result = self._model.transcribe(
                 audio,
-                language=self.language,
+                language=language or self.language,
                 temperature=0.0 if fast else (0.0, 0.2, 0.4),
                 beam_size=None if fast else self.beam_size,
                 condition_on_previous_text=False,

@@ -295,6 +295,8 @@ class Transcriber:
     def _careful(self, audio: np.ndarray, fast: Transcript | None) -> Transcript:
         """The 30 s decode; a biased one takes the unbiased no-speech probability of the fast decode."""
         bias = {"prompt": prompt} if (prompt := self._bias_text()) else {}
+        if getattr(self.stt, "live_language", None):  # a multilingual model: decode calls as the fast path does
+            bias["language"] = self.stt.live_language
         careful = self.stt.transcribe(audio, fast=False, **bias)
         self.stats["stt_s"] += careful.elapsed_s
         self.stats["careful"] += 1
