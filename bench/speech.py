@@ -341,7 +341,21 @@ async def wer_call(base: str, audio: np.ndarray, ends: list[float], noise_at: fl
                 row["commands_seen"] = [m["command"] for m in commands]
         out.append(row)
     noise_finals = [m["text"] for m in finals if m["_at"] > start + noise_at]
-    return {"rows": out, "noise_finals": noise_finals, "load": [load_before, load_now()]}
+    stages, seen = [], set()
+    for m in msgs:
+        ms = m.get("speech_ms") if m.get("type") == "stats" else None
+        if ms and ms.get("total") not in seen:
+            seen.add(ms.get("total"))
+            stages.append(ms)
+    stage_p50 = {k: pct([x[k] for x in stages if k in x], 50) for k in ("eos", "wait", "decode", "send", "total")}
+    stage_p95 = {k: pct([x[k] for x in stages if k in x], 95) for k in ("eos", "wait", "decode", "send", "total")}
+    return {
+        "rows": out,
+        "noise_finals": noise_finals,
+        "load": [load_before, load_now()],
+        "stages_p50_ms": stage_p50,
+        "stages_p95_ms": stage_p95,
+    }
 
 
 def summarise(items: list[dict], rows: list[dict]) -> dict:
@@ -406,6 +420,7 @@ async def wer_bench(args) -> dict:
                 server.stop()
             key = f"{model} {'biased' if bias else 'plain'}"
             results[key] = {**summarise(items, r["rows"]), "load": r["load"], "noise_finals": r["noise_finals"]}
+            results[key]["stages_p50_ms"], results[key]["stages_p95_ms"] = r["stages_p50_ms"], r["stages_p95_ms"]
             results[key]["rows"] = [{**it, **row} for it, row in zip(items, r["rows"], strict=True)]
             results[key]["server_model_line"] = chosen.strip()
             results[key]["engine"] = health.get("engine")
@@ -437,6 +452,17 @@ def print_wer(result: dict) -> None:
             f"{s['command_latency_p50_s']:>8.2f}/{s['command_latency_p95_s']:<7.2f}"
             f"{s['load'][0]:>5.1f}-{s['load'][1]:.1f}"
         )
+    print(f"\n{'stages p50/p95 (ms)':<22}" + "".join(f"{k:>14}" for k in ("eos", "wait", "decode", "send")))
+    for key, s in result["wer"]["results"].items():
+        p50, p95 = s["stages_p50_ms"], s["stages_p95_ms"]
+        print(f"{key:<22}" + "".join(f"{p50[k]:>7.0f}/{p95[k]:<6.0f}" for k in ("eos", "wait", "decode", "send")))
+    print(
+        "held-out WER clean / noisy:",
+        {
+            k: (round(s["wer_held_out_clean"], 3), round(s["wer_held_out_noisy"], 3))
+            for k, s in result["wer"]["results"].items()
+        },
+    )
 
 
 def main() -> None:
