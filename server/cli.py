@@ -98,6 +98,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         "connect_timeout_s": args.connect_timeout,
         "stt_bias": not args.no_stt_vocabulary,
     }
+    if args.stt_vocabulary and not os.access(args.stt_vocabulary, os.R_OK):
+        build_parser().error(f"--stt-vocabulary {args.stt_vocabulary}: cannot read it")
     fields = {f.name for f in dataclasses.fields(ServerConfig)} - set(translated)
     config = ServerConfig(**{name: value for name, value in vars(args).items() if name in fields}, **translated)
     apply_network_args(build_parser(), args, config)

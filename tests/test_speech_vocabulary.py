@@ -452,3 +452,18 @@ def test_registry_has_the_whisper_sizes_and_base_from_wheels():
 
 def test_command_phrases_in_the_bench_set_are_commands():
     assert all(fuzzy_command(p) is not None and fuzzy_command(p).similarity == 1.0 for p in COMMAND_PHRASES)
+
+
+def test_speech_flags(tmp_path):
+    from server.cli import build_parser, config_from_args
+
+    words = tmp_path / "words.txt"
+    words.write_text("sumi-e\n", encoding="utf-8")
+    default = config_from_args(build_parser().parse_args(["serve"]))
+    assert (default.stt_model, default.stt_bias, default.stt_vocabulary) == ("auto", True, None)
+    args = build_parser().parse_args(["serve", "--stt-model", "tiny.en", "--stt-vocabulary", str(words)])
+    config = config_from_args(args)
+    assert (config.stt_model, config.stt_bias, config.stt_vocabulary) == ("tiny.en", True, str(words))
+    assert config_from_args(build_parser().parse_args(["serve", "--no-stt-vocabulary"])).stt_bias is False
+    with pytest.raises(SystemExit):  # a typo in the file name is said at once, not found out as "no speech"
+        config_from_args(build_parser().parse_args(["serve", "--stt-vocabulary", str(tmp_path / "nope.txt")]))
