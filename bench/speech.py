@@ -20,6 +20,15 @@ Prints a table and writes bench/results/speech.json. Everything is compared insi
 - Held-out WER (sentences not in tests' SENTENCES), offline through the Transcriber: old vs new.
 
 Rounds are interleaved (off, legacy, fast, naive) × `--rounds`.
+
+`--wer` (issue 22) measures words instead, through a call, for each model × plain/biased:
+a generated set of painter prompts (tests/speechdata.py: `HELD_OUT_PROMPTS`, never tuned on;
+`TUNE_PROMPTS`, tuned on) and the spoken command phrases, each utterance in one of 5 espeak-ng
+voices × 2 speeds × clean / pink noise at 10 dB SNR (the noise runs through the pause after it),
+then 6 s of pink noise alone. Reported: WER of the first finals per set, commands applied right
+(after any correction), false commands on prompts, finals on noise alone, p50/p95 latency of
+prompt finals (first `transcript` final) and of commands (`command` message) from the end of the
+voiced audio, and the `uptime` load around each call. Writes bench/results/speech_wer.json.
 """
 
 from __future__ import annotations
@@ -247,6 +256,215 @@ async def calls(args, stt) -> dict:
     return out
 
 
+WER_VOICES = ("en-us", "en-gb", "en-us+f3", "en-gb-x-rp", "en-us+m3")
+WER_SPEEDS = (140, 175)
+SNR_DB = 10.0
+
+
+def wer_items(quick: bool = False) -> list[dict]:
+    """Every utterance of the --wer set with its condition (voice, speed, noise), conditions rotating."""
+    from tests.speechdata import COMMAND_PHRASES, HELD_OUT_PROMPTS, TUNE_PROMPTS
+
+    conditions = [(v, sp, n) for n in (False, True) for sp in WER_SPEEDS for v in WER_VOICES]
+    sets = [("held_out", HELD_OUT_PROMPTS), ("tuned", TUNE_PROMPTS), ("command", COMMAND_PHRASES)]
+    items, k = [], 0
+    for name, texts in sets:
+        for text in texts[: 6 if quick else None]:
+            voice, speed, noisy = conditions[k % len(conditions)]
+            items.append({"set": name, "text": text, "voice": voice, "speed": speed, "noisy": noisy})
+            k += 7  # step through the conditions so each set gets a spread of them
+    return items
+
+
+def wer_track(items: list[dict], gap_s: float, rate: int = 48000) -> tuple[np.ndarray, list[float], float]:
+    """The mic track: the items one after the other, noise where asked; (audio, voiced ends, noise-only start)."""
+    from tests.speechdata import add_noise, espeak
+
+    parts, ends, t = [silence(1.0, rate)], [], 1.0
+    for i, item in enumerate(items):
+        speech = espeak(item["text"], item["voice"], item["speed"], rate)
+        spans = voiced_spans(speech, rate)
+        segment = np.concatenate([silence(0.4, rate), speech, silence(gap_s, rate)])
+        if item["noisy"]:
+            segment = add_noise(segment, SNR_DB, speech=speech, seed=i, rate=rate)
+        ends.append(t + 0.4 + spans[-1][1])
+        parts.append(segment)
+        t += len(segment) / rate
+    noise_at = t
+    reference = espeak("a sentence of ordinary loudness", "en-us", 140, rate)
+    parts.append(add_noise(silence(6.0, rate), SNR_DB, speech=reference, seed=99, rate=rate))
+    parts.append(silence(2.0, rate))
+    return np.concatenate(parts), ends, noise_at
+
+
+def load_now() -> float:
+    return os.getloadavg()[0]
+
+
+async def wer_call(base: str, audio: np.ndarray, ends: list[float], noise_at: float, fps: float) -> dict:
+    """One call playing the --wer track; what came back, matched to the utterances by time."""
+    from tests.rtc_client import RtcClient
+
+    mic = PcmAudioTrack(audio)
+    client = RtcClient(base, audio=mic, fps=fps, settings={"voice_prompt": True})
+    load_before = load_now()
+    await client.connect()
+    try:
+        while not mic.done.is_set():
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(3.0)
+    finally:
+        await client.close()
+    start = mic._start or 0.0
+    msgs = client.all_messages
+    finals = [m for m in msgs if m.get("type") == "transcript" and m.get("final") and not m.get("revised")]
+    finals = [m for m in finals if m.get("text")]
+    out = []
+    for k, end in enumerate(ends):
+        lo, hi = start + end, start + (ends[k + 1] if k + 1 < len(ends) else noise_at)
+        hit = next((m for m in finals if lo < m["_at"] < hi), None)
+        row = {"latency": None, "text": "", "last_text": "", "command": None, "command_latency": None}
+        if hit is not None:
+            u = hit["utterance"]
+            row["latency"], row["text"] = hit["_at"] - lo, hit["text"]
+            texts = [
+                m["text"] for m in msgs if m.get("type") == "transcript" and m.get("final") and m["utterance"] == u
+            ]
+            row["last_text"] = texts[-1]
+            commands = [m for m in msgs if m.get("type") == "command" and m.get("utterance") == u]
+            if commands:
+                row["command_latency"] = commands[0]["_at"] - lo
+                effective = None
+                for m in commands:
+                    effective = None if m["command"] == "undo" else m["command"]
+                row["command"] = effective
+                row["commands_seen"] = [m["command"] for m in commands]
+        out.append(row)
+    noise_finals = [m["text"] for m in finals if m["_at"] > start + noise_at]
+    stages, seen = [], set()
+    for m in msgs:
+        ms = m.get("speech_ms") if m.get("type") == "stats" else None
+        if ms and ms.get("total") not in seen:
+            seen.add(ms.get("total"))
+            stages.append(ms)
+    stage_p50 = {k: pct([x[k] for x in stages if k in x], 50) for k in ("eos", "wait", "decode", "send", "total")}
+    stage_p95 = {k: pct([x[k] for x in stages if k in x], 95) for k in ("eos", "wait", "decode", "send", "total")}
+    return {
+        "rows": out,
+        "noise_finals": noise_finals,
+        "load": [load_before, load_now()],
+        "stages_p50_ms": stage_p50,
+        "stages_p95_ms": stage_p95,
+    }
+
+
+def summarise(items: list[dict], rows: list[dict]) -> dict:
+    from speakdraw.speech.commands import fuzzy_command
+
+    out: dict = {}
+    for name in ("held_out", "tuned"):
+        pairs = [(it, r) for it, r in zip(items, rows, strict=True) if it["set"] == name]
+        out[f"wer_{name}"] = wer([it["text"] for it, _ in pairs], [r["text"] for _, r in pairs])
+        out[f"wer_{name}_last"] = wer([it["text"] for it, _ in pairs], [r["last_text"] for _, r in pairs])
+        for noisy in (False, True):
+            sub = [(it, r) for it, r in pairs if it["noisy"] == noisy]
+            out[f"wer_{name}_{'noisy' if noisy else 'clean'}"] = wer(
+                [i["text"] for i, _ in sub], [r["text"] for _, r in sub]
+            )
+    cmd = [(it, r) for it, r in zip(items, rows, strict=True) if it["set"] == "command"]
+    out["commands_right"] = sum(r["command"] == fuzzy_command(it["text"]).command for it, r in cmd)
+    out["commands"] = len(cmd)
+    out["command_misses"] = [
+        (it["text"], it["voice"], it["speed"], it["noisy"], r["text"], r.get("commands_seen"))
+        for it, r in cmd
+        if r["command"] != fuzzy_command(it["text"]).command
+    ]
+    prompts = [(it, r) for it, r in zip(items, rows, strict=True) if it["set"] != "command"]
+    out["false_commands"] = [(it["text"], r["text"], r["command"]) for it, r in prompts if r.get("commands_seen")]
+    lat = [r["latency"] for _, r in prompts if r["latency"] is not None]
+    clat = [r["command_latency"] for _, r in cmd if r["command_latency"] is not None]
+    out["prompt_latency_p50_s"], out["prompt_latency_p95_s"] = pct(lat, 50), pct(lat, 95)
+    out["command_latency_p50_s"], out["command_latency_p95_s"] = pct(clat, 50), pct(clat, 95)
+    out["prompt_finals"] = f"{len(lat)}/{len(prompts)}"
+    out["command_acted"] = f"{len(clat)}/{len(cmd)}"
+    return out
+
+
+async def wer_bench(args) -> dict:
+    from tests import rtc_client
+    from tests.serverproc import ServerProcess
+
+    original = rtc_client.RtcClient._on_message
+
+    def stamped(self, raw):  # arrival time of every message
+        original(self, raw)
+        self.all_messages[-1]["_at"] = time.monotonic()
+
+    rtc_client.RtcClient._on_message = stamped
+    items = wer_items(args.quick)
+    audio, ends, noise_at = wer_track(items, args.gap)
+    configs = [(m, bias) for m in args.models.split(",") for bias in (False, True)]
+    if args.biased_only:
+        configs = [(m, True) for m in args.models.split(",")]
+    results = {}
+    try:
+        for model, bias in configs:
+            flags = ["--stt-model", model] + ([] if bias else ["--no-stt-vocabulary"])
+            server = ServerProcess(*flags, engine="passthrough", stt="faster-whisper")
+            try:
+                server.wait_ready(300)
+                health = server.health()
+                r = await wer_call(server.base, audio, ends, noise_at, args.fps)
+                chosen = next((ln for ln in server.log_text().splitlines() if "speech model" in ln), "")
+            finally:
+                server.stop()
+            key = f"{model} {'biased' if bias else 'plain'}"
+            results[key] = {**summarise(items, r["rows"]), "load": r["load"], "noise_finals": r["noise_finals"]}
+            results[key]["stages_p50_ms"], results[key]["stages_p95_ms"] = r["stages_p50_ms"], r["stages_p95_ms"]
+            results[key]["rows"] = [{**it, **row} for it, row in zip(items, r["rows"], strict=True)]
+            results[key]["server_model_line"] = chosen.strip()
+            results[key]["engine"] = health.get("engine")
+            s = results[key]
+            print(
+                f"  {key}: held-out WER {s['wer_held_out']:.3f}, tuned {s['wer_tuned']:.3f}, commands "
+                f"{s['commands_right']}/{s['commands']}, prompt p95 {s['prompt_latency_p95_s']:.2f} s, command p95 "
+                f"{s['command_latency_p95_s']:.2f} s, load {r['load'][0]:.1f}-{r['load'][1]:.1f}",
+                flush=True,
+            )
+    finally:
+        rtc_client.RtcClient._on_message = original
+    return {"items": len(items), "results": results}
+
+
+def print_wer(result: dict) -> None:
+    print(
+        f"\nSpeech words through a call on {result['cpu']} ({result['cores']} cores), "
+        f"{result['wer']['items']} utterances"
+    )
+    head = f"{'model / decoding':<22}{'held-out':>9}{'tuned':>7}{'noisy':>7}{'cmds':>7}{'false':>6}{'noise':>6}"
+    head += f"{'prompt p50/p95 s':>18}{'cmd p50/p95 s':>16}{'load':>10}"
+    print(head)
+    for key, s in result["wer"]["results"].items():
+        print(
+            f"{key:<22}{s['wer_held_out']:>9.3f}{s['wer_tuned']:>7.3f}{s['wer_held_out_noisy']:>7.3f}"
+            f"{s['commands_right']:>4}/{s['commands']:<2}{len(s['false_commands']):>6}{len(s['noise_finals']):>6}"
+            f"{s['prompt_latency_p50_s']:>10.2f}/{s['prompt_latency_p95_s']:<7.2f}"
+            f"{s['command_latency_p50_s']:>8.2f}/{s['command_latency_p95_s']:<7.2f}"
+            f"{s['load'][0]:>5.1f}-{s['load'][1]:.1f}"
+        )
+    print(f"\n{'stages p50/p95 (ms)':<22}" + "".join(f"{k:>14}" for k in ("eos", "wait", "decode", "send")))
+    for key, s in result["wer"]["results"].items():
+        p50, p95 = s["stages_p50_ms"], s["stages_p95_ms"]
+        print(f"{key:<22}" + "".join(f"{p50[k]:>7.0f}/{p95[k]:<6.0f}" for k in ("eos", "wait", "decode", "send")))
+    print(
+        "held-out WER clean / noisy:",
+        {
+            k: (round(s["wer_held_out_clean"], 3), round(s["wer_held_out_noisy"], 3))
+            for k, s in result["wer"]["results"].items()
+        },
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=2)
@@ -254,8 +472,24 @@ def main() -> None:
     parser.add_argument("--gap", type=float, default=2.0, help="seconds of silence between sentences")
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--skip-wer", action="store_true")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "speech.json")
+    parser.add_argument("--out", type=Path, default=None, help="default bench/results/speech.json (speech_wer.json)")
+    parser.add_argument("--wer", action="store_true", help="the words benchmark (issue 22): WER, commands, latency")
+    parser.add_argument("--models", default="tiny.en,base", help="--wer: models to compare (auto = the default)")
+    parser.add_argument("--biased-only", action="store_true", help="--wer: skip the plain decodes")
+    parser.add_argument("--quick", action="store_true", help="--wer: 6 utterances per set")
     args = parser.parse_args()
+    if args.wer:
+        if args.gap == 2.0:
+            args.gap = 1.8
+        result = {"cpu": cpu_name(), "cores": os.cpu_count(), "load_at_start": os.getloadavg()}
+        result["wer"] = asyncio.run(wer_bench(args))
+        print_wer(result)
+        out = args.out or REPO / "bench" / "results" / "speech_wer.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2, default=float))
+        print(f"\nwrote {out}")
+        return
+    args.out = args.out or REPO / "bench" / "results" / "speech.json"
 
     stt = load_stt("faster-whisper", "tiny.en", "cpu")
     result: dict = {"cpu": cpu_name(), "cores": os.cpu_count(), "model": "faster-whisper tiny.en int8"}

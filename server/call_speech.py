@@ -11,10 +11,11 @@ If anything in that chain raises, the listener logs it once and switches to drai
 it goes on reading (and discarding) the track until it ends, so aiortc's queue stays
 bounded, and the call goes on without speech.
 
-`speech_listener_factory(stt, vad, worker)` is what `AppState.speech_factory` holds: it
-builds one listener per session whose events go out as `transcript` messages and
-whose finals become settings changes (spoken commands) or the prompt
-(`apply_transcript`).
+`speech_listener_factory(stt, vad, worker, vocabulary=...)` is what `AppState.speech_factory`
+holds: it builds one listener per session whose events go out as `transcript` messages and
+whose finals become settings changes (spoken commands) or the prompt (`apply_transcript`).
+Each call's decodes are biased towards `vocabulary` plus the call's recent typed prompts while
+its `voice_vocabulary` setting is on (speakdraw/speech/vocabulary.py).
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from server.pcm import SPEECH_RATE, PcmConverter
+from speakdraw.settings import Settings
 from speakdraw.speech import (
     SegmenterOptions,
     SileroVAD,
@@ -42,6 +45,7 @@ from speakdraw.speech import (
     interpret,
     load_stt,
 )
+from speakdraw.speech.vocabulary import RecentPrompts, Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -195,21 +199,85 @@ class AudioListener:
         return out
 
 
-def apply_transcript(session: Any, event: TranscriptEvent) -> None:
+@dataclass
+class CallSpeech:
+    """One call's speech state on the server: its recent typed prompts (bias) and the commands
+    its finals applied, so a correction can take one back."""
+
+    recent: RecentPrompts = field(default_factory=RecentPrompts)
+    # utterance → (command, {field: (value before, value the command set)})
+    applied: dict[int, tuple[str, dict[str, tuple[Any, Any]]]] = field(default_factory=dict)
+    max_applied: int = 32
+
+
+DEFAULT_PROMPT = Settings.model_fields["prompt"].default
+
+
+def bias_text(session: Any, vocabulary: Vocabulary | None, state: CallSpeech) -> str:
+    """The call's bias text now (speech thread): "" when off for the server or for this call."""
+    current = session.pipeline.current
+    if vocabulary is None or not current.voice_vocabulary:
+        return ""
+    prompt = current.prompt if current.prompt != DEFAULT_PROMPT else ""
+    return vocabulary.prompt(state.recent.observe(prompt))
+
+
+def _apply(session: Any, changes: dict[str, Any]) -> dict[str, Any] | None:
+    try:
+        current = session.update_settings(changes)
+    except Exception as exc:  # commands are built within bounds; never let one kill the call
+        log.warning("transcript change refused: %s", exc)
+        return None
+    session.send({"type": "settings", "settings": current})
+    return current
+
+
+def _undo(session: Any, state: CallSpeech, event: TranscriptEvent) -> bool:
+    """A correction of an utterance that applied a command: put back what it changed (where unchanged since)."""
+    done = state.applied.pop(event.utterance, None)
+    if done is None:
+        return False
+    name, changes = done
+    current = session.pipeline.current
+    restore = {k: before for k, (before, after) in changes.items() if getattr(current, k) == after}
+    heard = event.text.strip()
+    what = f"heard {heard!r}" if heard else "heard nothing it trusts"
+    session.send(
+        {
+            "type": "command",
+            "command": "undo",
+            "undone": name,
+            "description": f"{name!r} taken back: a closer listen {what}",
+            "changes": restore,
+            "utterance": event.utterance,
+        }
+    )
+    if restore:
+        _apply(session, restore)
+    return True
+
+
+def apply_transcript(session: Any, event: TranscriptEvent, state: CallSpeech | None = None) -> None:
     """Send the `transcript` message; a final then becomes a command or the prompt.
 
     `session` needs `send(dict)`, `update_settings(partial) -> dict` and
     `pipeline.current` (server.session.Session has all three). A command is echoed as
-    `{"type":"command","command","description","changes"}`; any change is followed by
-    the usual `{"type":"settings","settings":{...}}`. A correction (`revised`) of an
-    utterance's final updates the prompt only.
+    `{"type":"command","command","description","changes","utterance"}`; any change is followed by
+    the usual `{"type":"settings","settings":{...}}`. A correction (`revised`) of an utterance
+    whose final was a prompt updates the prompt only; of one whose final applied a command, it
+    first undoes that command (`{"type":"command","command":"undo","undone":NAME,...}`), then
+    applies what the correction says (another command, or the prompt).
     """
+    state = state if state is not None else CallSpeech()
     session.send(event.message())
-    if not event.final or not event.text.strip():
+    if not event.final:
         return
-    result = interpret(event.text, session.pipeline.current)
-    if event.revision and result.kind != "prompt":
-        return  # a correction only ever fixes the prompt: a command is never applied twice
+    undone = _undo(session, state, event) if event.revision else False
+    if not event.text.strip():
+        return
+    result = interpret(event.text, session.pipeline.current, command=event.command or None)
+    if event.revision and not undone and result.kind != "prompt":
+        return  # a correction of a prompt only ever fixes the prompt: a command is never applied twice
     if result.kind == "command":
         session.send(
             {
@@ -220,13 +288,17 @@ def apply_transcript(session: Any, event: TranscriptEvent) -> None:
                 "utterance": event.utterance,
             }
         )
+        before = session.pipeline.current
+        state.applied[event.utterance] = (
+            result.command,
+            {k: (getattr(before, k), v) for k, v in result.changes.items()},
+        )
+        while len(state.applied) > state.max_applied:
+            state.applied.pop(next(iter(state.applied)))
+    elif result.kind == "prompt":
+        state.recent.spoken(result.changes.get("prompt", ""))
     if result.changes:
-        try:
-            current = session.update_settings(result.changes)
-        except Exception as exc:  # commands are built within bounds; never let one kill the call
-            log.warning("transcript change refused: %s", exc)
-            return
-        session.send({"type": "settings", "settings": current})
+        _apply(session, result.changes)
 
 
 class SpeechListenerFactory:
@@ -242,16 +314,27 @@ class SpeechListenerFactory:
         vad: SileroVAD,
         worker: SpeechWorker,
         options: TranscriberOptions | None = None,
-        on_event: Callable[[Any, TranscriptEvent], Any] = apply_transcript,
+        on_event: Callable[..., Any] = apply_transcript,
+        vocabulary: Vocabulary | None = None,
     ) -> None:
+        """`vocabulary`: what decodes are biased towards (None = no biasing, `--no-stt-vocabulary`)."""
         options = options if options is not None else speech_options()
         self.stt, self.vad, self.worker, self.options, self.on_event = stt, vad, worker, options, on_event
+        self.vocabulary = vocabulary
 
     def __call__(self, session: Any, track: MediaStreamTrack, observer: SpeechObserver | None = None) -> AudioListener:
         """A listener for `session`'s mic `track` (the session needs `send`; see `apply_transcript`)."""
-        on_event = self.on_event
-        listener = AudioListener(track, None, lambda event: on_event(session, event), observer, session.send)
-        listener.attach(Transcriber(self.stt, self.vad, listener.deliver, worker=self.worker, options=self.options))
+        on_event, state, vocabulary = self.on_event, CallSpeech(), self.vocabulary
+        if on_event is apply_transcript:
+            handler = lambda event: apply_transcript(session, event, state)  # noqa: E731
+        else:
+            handler = lambda event: on_event(session, event)  # noqa: E731
+        listener = AudioListener(track, None, handler, observer, session.send)
+        bias = (lambda: bias_text(session, vocabulary, state)) if vocabulary is not None else None
+        transcriber = Transcriber(
+            self.stt, self.vad, listener.deliver, worker=self.worker, options=self.options, bias=bias
+        )
+        listener.attach(transcriber)
         return listener
 
     def close(self) -> None:
@@ -276,6 +359,13 @@ def speech_options() -> TranscriberOptions | None:
     if mode not in ("fast", "legacy"):
         raise ValueError(f"SPEAKDRAW_SPEECH_MODE must be fast or legacy, not {mode!r}")
     return LEGACY_OPTIONS if mode == "legacy" else None
+
+
+def load_vocabulary(enabled: bool = True, path: str | None = None) -> Vocabulary | None:
+    """`--stt-vocabulary FILE` / `--no-stt-vocabulary`: the bias vocabulary for every call (None = off)."""
+    if not enabled:
+        return None
+    return Vocabulary.from_file(path)
 
 
 def load_speech(kind: str, model: str | None, device: str = "auto") -> tuple[SpeechToText | None, SileroVAD | None]:

@@ -66,7 +66,15 @@ def add_serve_args(serve: argparse.ArgumentParser) -> None:
     )
     serve.add_argument("--no-ip-adapter", action="store_true", help="do not load IP-Adapter (image prompts)")
     serve.add_argument("--stt", default="faster-whisper", choices=["faster-whisper", "openai-whisper", "off"])
-    serve.add_argument("--stt-model", default="tiny.en", help="Whisper model name or path")
+    serve.add_argument(
+        "--stt-model",
+        default="auto",
+        help="Whisper model: auto (by device and measured speed), tiny.en, base.en, base, small.en, ... or a path",
+    )
+    serve.add_argument(
+        "--stt-vocabulary", metavar="FILE", default=None, help="more words to bias speech towards (one a line)"
+    )
+    serve.add_argument("--no-stt-vocabulary", action="store_true", help="no vocabulary biasing (plain Whisper decodes)")
     serve.add_argument("--matting", default="rvm", choices=["rvm", "off"])
     serve.add_argument("--ice-server", action="append", default=[], metavar="URL", help="STUN/TURN URL (repeat)")
     serve.add_argument("--max-sessions", type=int, default=8)
@@ -108,7 +116,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         "ice_servers": list(args.ice_server),
         "connect_timeout_s": args.connect_timeout,
         "drain_timeout_s": args.drain_timeout,
+        "stt_bias": not args.no_stt_vocabulary,
     }
+    if args.stt_vocabulary and not os.access(args.stt_vocabulary, os.R_OK):
+        build_parser().error(f"--stt-vocabulary {args.stt_vocabulary}: cannot read it")
     fields = {f.name for f in dataclasses.fields(ServerConfig)} - set(translated)
     config = ServerConfig(**{name: value for name, value in vars(args).items() if name in fields}, **translated)
     apply_network_args(build_parser(), args, config)

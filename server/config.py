@@ -40,7 +40,9 @@ class ServerConfig:
     compile_mode: str | None = None  # torch.compile mode with --acceleration compile
     ip_adapter: bool = True
     stt: str = "faster-whisper"
-    stt_model: str = "tiny.en"
+    stt_model: str = "auto"  # by device and measured speed (speakdraw/speech/model_choice.py)
+    stt_vocabulary: str | None = None  # --stt-vocabulary FILE: more bias words
+    stt_bias: bool = True  # --no-stt-vocabulary turns vocabulary biasing off
     matting: str = "rvm"
     ice_servers: list[str] = field(default_factory=list)
     simulate_model_ms: float = 0.0

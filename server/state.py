@@ -105,12 +105,14 @@ class AppState:
                 log.warning("matting unavailable: %s", exc)
         if config.stt != "off":  # speech: Whisper + Silero VAD on the speakdraw-speech thread
             try:
-                from server.call_speech import load_speech, speech_listener_factory
+                from server.call_speech import load_speech, load_vocabulary, speech_listener_factory
 
                 stt, vad = load_speech(config.stt, config.stt_model, config.device)
                 if stt is not None and vad is not None:
                     self.stt = stt
-                    self.speech_factory = speech_listener_factory(stt, vad, worker=self.workers.speech_worker())
+                    vocabulary = load_vocabulary(config.stt_bias, config.stt_vocabulary)
+                    worker = self.workers.speech_worker()
+                    self.speech_factory = speech_listener_factory(stt, vad, worker=worker, vocabulary=vocabulary)
             except Exception as exc:
                 self.warnings.append(f"speech-to-text unavailable, the call audio is not transcribed: {exc}")
                 log.warning("speech-to-text unavailable: %s", exc)

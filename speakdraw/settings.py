@@ -31,6 +31,9 @@ class Settings(BaseModel):
     similarity_threshold: float = Field(0.98, ge=0.5, le=1.0, description="Similarity above which a frame is skipped")
     prompt_fade_frames: int = Field(8, ge=0, le=120, description="Frames over which a new prompt fades in (0 = jump)")
     voice_prompt: bool = Field(True, description="Spoken finals replace the prompt")
+    voice_vocabulary: bool = Field(
+        True, description="Bias speech recognition towards art words, the spoken commands and your typed prompts"
+    )
     ip_adapter_scale: float = Field(0.6, ge=0.0, le=2.0, description="Weight of the image prompt (IP-Adapter)")
     matte_feather: int = Field(2, ge=0, le=32, description="Feather radius of the person matte, in pixels (human mode)")
     passthrough_effect: Literal["none", "invert"] = Field(

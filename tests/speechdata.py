@@ -32,6 +32,60 @@ SENTENCES = (
     "the quick brown fox jumps over the lazy dog",
 )
 
+# Issue 22 (vocabulary biasing, spoken commands). TUNE_PROMPTS are what the bias text and the
+# guard's biased rules were tuned on (with SENTENCES); HELD_OUT_PROMPTS were written before any of
+# that and never looked at while tuning: their WER is the honest one (bench/speech.py --wer).
+TUNE_PROMPTS = (
+    "a watercolor painting of a dragon",
+    "a watercolor painting of a cat",
+    "an oil painting of a ship in a storm",
+    "a charcoal drawing of an old man",
+    "make it look like an anime scene",
+    "a pixel art castle",
+    "a cyberpunk city at night",
+    "a black cat sitting on a fence",
+    "a forest covered in snow",
+    "paint me like a comic book hero",
+    "a pencil sketch of a horse",
+    "an impressionist garden with water lilies",
+)
+HELD_OUT_PROMPTS = (
+    "a lighthouse on a rocky shore at dawn",
+    "paint my room like a jungle full of birds",
+    "give the picture a soft blue glow",
+    "a dragon flying over snowy mountains",
+    "turn me into a marble statue",
+    "draw a small boat on a calm lake",
+    "a garden of yellow flowers in spring",
+    "make it look like a comic book",
+    "a pastel drawing of a sleeping fox",
+    "an ink sketch of a mountain village",
+    "a mosaic of a peacock in gold and blue",
+    "a stained glass window with a red rose",
+    "a gouache illustration of a rainy street",
+    "a steampunk robot drinking tea",
+    "a portrait of a queen in the style of rembrandt",
+    "a neon sign glowing in the fog",
+    "an abstract painting full of bright colors",
+    "a sepia photograph of a train station",
+    "a fantasy map with castles and rivers",
+    "a crayon drawing of a happy sun",
+)
+COMMAND_PHRASES = (
+    "new seed",
+    "stronger",
+    "weaker",
+    "only me",
+    "whole picture",
+    "stop listening",
+    "start listening",
+    "next style",
+    "previous style",
+    "style seven",
+    "make it stronger",
+    "just me",
+)
+
 
 def have_espeak() -> bool:
     return shutil.which("espeak-ng") is not None
@@ -50,6 +104,19 @@ def espeak(text: str, voice: str = "en-us", speed: int = 140, rate: int = 16000)
     """Speech for `text` as float32 mono at `rate`, no leading/trailing silence added."""
     frames, native = _espeak_native(text, voice, speed)
     return resample(np.frombuffer(frames, np.int16), native, rate)
+
+
+def add_noise(
+    audio: np.ndarray, snr_db: float, speech: np.ndarray | None = None, kind: str = "pink", seed: int = 0, rate=16000
+) -> np.ndarray:
+    """`audio` plus generated noise `snr_db` below the power of `speech` (default: `audio`), voiced part only."""
+    ref = audio if speech is None else speech
+    voiced = ref[np.abs(ref) > 1e-3]
+    power = float(np.mean(voiced.astype(np.float64) ** 2)) if len(voiced) else 1e-8
+    level = float(np.sqrt(power / 10 ** (snr_db / 10)))
+    extra = noise(kind, (len(audio) + 1) / rate, rate=rate, level=level, seed=seed)[: len(audio)]
+    mixed = audio + np.pad(extra, (0, len(audio) - len(extra)))
+    return np.clip(mixed, -1, 1).astype(np.float32)
 
 
 def silence(seconds: float, rate: int = 16000) -> np.ndarray:

@@ -6,6 +6,7 @@ No aiohttp/aiortc/av here; `server/call_speech.py` feeds `Transcriber` from the 
 from speakdraw.speech.audio import SAMPLE_RATE, Resampler, resample
 from speakdraw.speech.commands import Interpretation, interpret
 from speakdraw.speech.guard import rejection
+from speakdraw.speech.model_choice import load_stt
 from speakdraw.speech.segmenter import SegmenterOptions, UtteranceEvent, UtteranceSegmenter
 from speakdraw.speech.stt import (
     FasterWhisperSTT,
@@ -14,7 +15,6 @@ from speakdraw.speech.stt import (
     STTUnavailable,
     TextSegment,
     Transcript,
-    load_stt,
 )
 from speakdraw.speech.transcriber import Transcriber, TranscriberOptions, TranscriptEvent
 from speakdraw.speech.vad import SileroVAD

