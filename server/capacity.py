@@ -1,17 +1,29 @@
-"""How many frames per second this device can turn around, measured, and each call's share of it.
+"""How many frames per second this device can turn around, measured; the size frames are worked at; who fits.
 
-Two bounds, both measured while the server runs:
-- the device thread: a step of N calls' frames costs `step_ms(N)` (per engine, frame side and
-  step count; an unmeasured N is extrapolated from the nearest measured one with no batching
-  gain, so the estimate errs low), so it turns around N * 1000 / step_ms(N) frames per second;
-- the CPU: the process's CPU time per delivered frame (`time.process_time`, so WebRTC decode,
-  encode, packetisation and conversions are all in it) against the cores it may use at a target
-  utilisation.
-The smaller bound, times a latency guard (cut when frames wait — queued before they reach us,
-or in the inbox — longer than a step should make them, or when the calls' RTCP round trips grow
-above their least, i.e. queueing towards or inside the viewers; eased back when neither happens;
-another process on the machine shows up only there), is split evenly among the calls: `share(n)`.
-A new call is admitted only while every call would keep `min_fps`.
+What is measured while the server runs:
+- the device thread: a step of N calls' frames costs `step_ms(side, N)`, keyed by engine, step count,
+  working side and batch. A batch not yet seen is extrapolated from the nearest measured one with no
+  batching gain (errs low); a side not yet seen (or not seen for `reprobe_s`) from the nearest measured
+  side by pixel count — a first guess, replaced by a measurement as soon as frames run at that side;
+- the CPU: the process's CPU time per delivered frame (`time.process_time`, so WebRTC decode, encode,
+  packetisation and conversions are all in it), per working side, against the cores it may use at a
+  target utilisation;
+- a latency guard: a factor on both bounds, cut when frames wait — queued before they reach us
+  (TransitDelay), or in the inbox — longer than a step should make them, or when the calls' RTCP round
+  trips grow above their least (queueing towards or inside the viewers: their CPU is load this process
+  cannot see); eased back when neither happens. It starts again at 1 when the server empties.
+
+What it decides:
+- the working side (`--degradation`): when the calls cannot get `min_fps` at the requested frame size
+  (`balanced`; `maintain-framerate` aims at `max_fps`), frames are worked at a smaller side — multiples
+  of 64, never below 192 — and back up one step when the next size up is predicted at `up_headroom` ×
+  the target and `dwell_s` has passed since the last change (hysteresis: no flapping);
+  `maintain-resolution` keeps the size and lets the frame rate fall;
+- each call's share, `share()`: the calls split the smaller bound evenly;
+- `room(calls)`: how many more calls fit. An empty server always takes one; a full one is one where
+  the calls present plus one would get less than `min_fps` even at the smallest working side, judged
+  only on figures measured at that side, engine and step count within `fresh_s` — an estimate from
+  another size or from long ago never refuses a call on its own.
 """
 
 from __future__ import annotations
@@ -20,9 +32,14 @@ import math
 import os
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+DEGRADATIONS = ("balanced", "maintain-framerate", "maintain-resolution")  # WebRTC's degradationPreference
+SIDE_STEP = 64
+MIN_WORKING_SIDE = 192
 
 
 def usable_cores() -> int:
@@ -32,17 +49,59 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def working_ladder(requested: int) -> list[int]:
+    """The sides a call asking for `requested` px may be worked at, largest first: the request itself, then
+    the multiples of 64 below it down to 192 (a request at or below 192 is worked as asked)."""
+    sides = [requested]
+    side = (requested - 1) // SIDE_STEP * SIDE_STEP
+    while side >= MIN_WORKING_SIDE:
+        sides.append(side)
+        side -= SIDE_STEP
+    return sides
+
+
 @dataclass
 class CapacityOptions:
-    min_fps: float = 8.0  # admission floor per call (--min-fps)
+    min_fps: float = 8.0  # per call: below it the working side steps down; admission floor (--min-fps)
     max_fps: float = 30.0  # never ask a camera for more than this
-    target_utilisation: float = 0.7  # of the usable cores
+    target_utilisation: float = 0.85  # of the usable cores
     path_target_ms: float = 50.0  # RTCP round trips grown by more than this over their least cut capacity too
     wait_target_ms: float = 150.0  # frames waiting longer than this plus one step (queued before the server,
     # or in the inbox) make the guard cut capacity
     ewma: float = 0.2  # weight of a new step-time sample
     start_total_fps: float = 60.0  # split among the calls until a step has been measured (a slow start)
     cores: int = 0  # 0 = the cores this process may run on
+    degradation: str = "balanced"  # --degradation
+    max_calls: int = 8  # --max-sessions: `room` never goes past it
+    fresh_s: float = 20.0  # a figure older than this may guide, never refuse
+    reprobe_s: float = 60.0  # a side measured longer ago than this is guessed afresh (load may have gone)
+    down_margin: float = 1.15  # stepping down picks the largest side predicted at this × the target
+    up_headroom: float = 1.5  # stepping up needs the next side predicted at this × the target
+    dwell_s: float = 5.0  # at least this long between a size change and a step up
+
+    def __post_init__(self) -> None:
+        if self.degradation not in DEGRADATIONS:
+            raise ValueError(f"degradation is one of {DEGRADATIONS}, got {self.degradation!r}")
+
+    @classmethod
+    def from_config(cls, config: Any) -> CapacityOptions:
+        """From a `ServerConfig` (`--min-fps`, `--cpu-cores`, `--degradation`, `--max-sessions`)."""
+        return cls(
+            min_fps=config.min_fps,
+            cores=config.cpu_cores,
+            degradation=getattr(config, "degradation", "balanced"),
+            max_calls=config.max_sessions,
+        )
+
+
+@dataclass
+class Estimate:
+    """Frames per second each of `calls` calls gets at `side`, and whether the figures behind it may refuse."""
+
+    fps: float
+    calls: int
+    side: int
+    fresh: bool  # measured at this side, engine and step count within `fresh_s`
 
 
 class CapacityModel:
@@ -58,26 +117,41 @@ class CapacityModel:
         self.cores = self.options.cores or usable_cores()
         self._clock, self._cpu_clock = clock, cpu_clock
         self._lock = threading.Lock()
-        self._step_ms: dict[tuple[str, int, int, int], float] = {}
-        self._key: tuple[str, int, int] | None = None  # the (engine, side, steps) of the newest step
+        # (engine, steps, side, batch) -> (step ms, when measured)
+        self._step_ms: dict[tuple[str, int, int, int], tuple[float, float]] = {}
+        self._config: tuple[str, int] | None = None  # (engine, steps) of the newest step
+        self.requested_side: int | None = None  # the largest side the calls of the newest step asked for
         self._frames = 0
+        self._frames_by_side: Counter[int] = Counter()
         self._sample_at = (clock(), cpu_clock(), 0)
-        self.cpu_ms_per_frame: float | None = None
+        self._cpu_ms: dict[int, tuple[float, float]] = {}  # side -> (CPU ms per frame, when)
         self.guard = 1.0
         self._ages: deque[float] = deque(maxlen=120)
         self._paths: deque[float] = deque(maxlen=64)
         self.calls = 0
-        self.version = 0  # bumps when the shares may have changed
+        self.cap: int | None = None  # the working side's upper bound now (None: as requested)
+        self._changed_at = -math.inf
+        self.version = 0  # bumps when the shares or the working side may have changed
 
     # ---- measurements ---------------------------------------------------------------------
-    def step_done(self, *, engine: str, side: int, steps: int, batch: int, step_ms: float) -> None:
-        key = (engine, side, steps, batch)
+    def step_done(
+        self, *, engine: str, side: int, steps: int, batch: int, step_ms: float, requested: int | None = None
+    ) -> None:
+        """A device step over `batch` calls' frames worked at `side` px (their settings asked for `requested`)."""
+        key = (engine, steps, side, batch)
+        now = self._clock()
         with self._lock:
             old = self._step_ms.get(key)
             a = self.options.ewma
-            self._step_ms[key] = step_ms if old is None else (1 - a) * old + a * step_ms
-            self._key = key[:3]
+            fresh_old = old is not None and now - old[1] <= self.options.reprobe_s
+            value = (1 - a) * old[0] + a * step_ms if fresh_old else step_ms
+            self._step_ms[key] = (value, now)
+            if self._config != (engine, steps):
+                self._config = (engine, steps)
+                self.version += 1
+            self.requested_side = requested or side
             self._frames += batch
+            self._frames_by_side[side] += batch
 
     def frame_age(self, age_ms: float) -> None:
         """How long a processed frame waited before its step began (event loop)."""
@@ -93,87 +167,272 @@ class CapacityModel:
     def calls_changed(self, calls: int) -> None:
         with self._lock:
             self.calls = calls
+            if calls == 0:  # nothing left to measure the load with: the next call starts afresh
+                self.guard = 1.0
+                self.cap = None
+                self._changed_at = -math.inf
+                self._ages.clear()
+                self._paths.clear()
             self.version += 1
 
     def sample(self) -> None:
-        """Once a second: CPU time per frame since the last sample, and the latency guard."""
+        """About once a second (every call's governor calls it; extra calls return at once): CPU time per
+        frame since the last sample, the latency guard, then the working side."""
         now, cpu = self._clock(), self._cpu_clock()
         with self._lock:
             t0, cpu0, frames0 = self._sample_at
             frames = self._frames - frames0
             if now - t0 < 0.5:
                 return
-            if frames >= 3:
+            if frames >= 3 and self._frames_by_side:
+                side = self._frames_by_side.most_common(1)[0][0]
                 per_frame = (cpu - cpu0) * 1000.0 / frames
-                old = self.cpu_ms_per_frame
-                self.cpu_ms_per_frame = per_frame if old is None else 0.8 * old + 0.2 * per_frame
+                old = self._cpu_ms.get(side)
+                if old is not None and now - old[1] <= self.options.reprobe_s:
+                    per_frame = 0.8 * old[0] + 0.2 * per_frame
+                self._cpu_ms[side] = (per_frame, now)
+            self._frames_by_side.clear()
             self._sample_at = (now, cpu, self._frames)
-            step = self._step_ms.get((*self._key, max(1, self.calls)), 0.0) if self._key else 0.0
-            # (measured, target) pairs; a frame may wait up to a whole step in the inbox
-            signals: list[tuple[float, float]] = []
-            if len(self._ages) >= 5:
-                ages = sorted(self._ages)
-                signals.append((ages[min(len(ages) - 1, int(0.95 * len(ages)))], self.options.wait_target_ms + step))
-                self._ages.clear()
-            if self._paths:
-                paths = sorted(self._paths)  # the typical call's round-trip growth, not one outlier's
-                signals.append((paths[len(paths) // 2], self.options.path_target_ms))
-                self._paths.clear()
-            if any(value > target for value, target in signals):
-                self.guard = max(0.2, self.guard * 0.8)
-            elif signals and all(value < 0.4 * target for value, target in signals):
-                self.guard = min(1.0, self.guard * 1.05)  # clearly fresh: probe upwards slowly (latency stays flat)
+            self._update_guard()
             self.version += 1
+        self._adapt(now)
+
+    def _update_guard(self) -> None:
+        side = self.working_side(self.requested_side) if self.requested_side else None
+        step = self._measured_step(side, max(1, self.calls)) if side else None
+        # (measured, target) pairs; a frame may wait up to a whole step in the inbox
+        signals: list[tuple[float, float]] = []
+        if len(self._ages) >= 5:
+            ages = sorted(self._ages)
+            signals.append((ages[min(len(ages) - 1, int(0.95 * len(ages)))], self.options.wait_target_ms + (step or 0)))
+            self._ages.clear()
+        if self._paths:
+            paths = sorted(self._paths)  # the typical call's round-trip growth, not one outlier's
+            signals.append((paths[len(paths) // 2], self.options.path_target_ms))
+            self._paths.clear()
+        if any(value > target for value, target in signals):
+            self.guard = max(0.2, self.guard * 0.8)
+        elif signals and all(value < 0.4 * target for value, target in signals):
+            self.guard = min(1.0, self.guard * 1.05)  # clearly fresh: probe upwards slowly (latency stays flat)
 
     # ---- estimates ------------------------------------------------------------------------
-    def step_ms(self, batch: int) -> float | None:
-        """Measured (or extrapolated, no batching gain assumed) time of a step over `batch` calls."""
-        with self._lock:
-            if self._key is None:
-                return None
-            measured = {b: ms for (e, s, st, b), ms in self._step_ms.items() if (e, s, st) == self._key}
+    def _measured_step(self, side: int, batch: int) -> float | None:
+        """Caller holds the lock: the step time at exactly `side` (batch extrapolated), None if never measured."""
+        if self._config is None:
+            return None
+        got = self._step_at(side, batch, self._clock())
+        return None if got is None else got[0]
+
+    def _step_at(self, side: int, batch: int, now: float) -> tuple[float, float] | None:
+        """(ms, when) of a step over `batch` calls at exactly `side` (batch extrapolated with no gain)."""
+        engine, steps = self._config  # type: ignore[misc]
+        measured = {b: v for (e, st, s, b), v in self._step_ms.items() if (e, st, s) == (engine, steps, side)}
+        if not measured:
+            return None
         if batch in measured:
             return measured[batch]
         below = [b for b in measured if b < batch]
         base = max(below) if below else min(measured)
-        return measured[base] * batch / base
+        ms, at = measured[base]
+        return ms * batch / base, at
 
-    def total_fps(self, calls: int) -> float | None:
-        """Frames per second the device can turn around with `calls` calls; None before any step."""
+    def _step_estimate(self, side: int, batch: int) -> tuple[float, bool] | None:
+        """(step ms, fresh) at `side`: measured there, else guessed from the nearest side by pixel count."""
+        now = self._clock()
+        with self._lock:
+            if self._config is None:
+                return None
+            engine, steps = self._config
+            got = self._step_at(side, batch, now)
+            if got is not None and now - got[1] <= self.options.reprobe_s:
+                return got[0], now - got[1] <= self.options.fresh_s
+            sides = {s for (e, st, s, _), (_, at) in self._step_ms.items() if (e, st) == (engine, steps)}
+            recent = {s for s in sides if now - self._latest_at(s) <= self.options.reprobe_s} or sides
+            if not recent:
+                return None
+            nearest = min(recent, key=lambda s: (abs(math.log(s / side)), -s))
+            base = self._step_at(nearest, batch, now)
+        assert base is not None
+        return base[0] * (side / nearest) ** 2, False
+
+    def _latest_at(self, side: int) -> float:
+        engine, steps = self._config  # type: ignore[misc]
+        return max(at for (e, st, s, _), (_, at) in self._step_ms.items() if (e, st, s) == (engine, steps, side))
+
+    def _cpu_estimate(self, side: int) -> tuple[float, bool] | None:
+        """(CPU ms per frame, fresh) at `side`, guessed by pixel count from the nearest side measured."""
+        now = self._clock()
+        with self._lock:
+            if not self._cpu_ms:
+                return None
+            if side in self._cpu_ms:
+                ms, at = self._cpu_ms[side]
+                return ms, now - at <= self.options.fresh_s
+            nearest = min(self._cpu_ms, key=lambda s: abs(math.log(s / side)))
+            return self._cpu_ms[nearest][0] * (side / nearest) ** 2, False
+
+    def step_ms(self, batch: int, side: int | None = None) -> float | None:
+        """Measured (or extrapolated) time of a step over `batch` calls at `side` (default: the working side)."""
+        side = side or self._default_side()
+        if side is None:
+            return None
+        got = self._step_estimate(side, batch)
+        return None if got is None else got[0]
+
+    def estimate(self, calls: int, side: int | None = None) -> Estimate | None:
+        """Frames per second each of `calls` calls gets at `side` px (default: the working side now)."""
         calls = max(1, calls)
-        step = self.step_ms(calls)
+        side = side or self._default_side()
+        if side is None:
+            return None
+        step = self._step_estimate(side, calls)
         if step is None:
             return None
-        bound = calls * 1000.0 / max(step, 0.1)
-        if self.cpu_ms_per_frame:
-            bound = min(bound, self.cores * self.options.target_utilisation * 1000.0 / self.cpu_ms_per_frame)
-        return bound * self.guard
+        step_ms, fresh = step
+        total = calls * 1000.0 / max(step_ms, 0.1)
+        cpu = self._cpu_estimate(side)
+        if cpu is not None:
+            cpu_bound = self.cores * self.options.target_utilisation * 1000.0 / max(cpu[0], 0.01)
+            if cpu_bound < total:
+                total, fresh = cpu_bound, fresh and cpu[1]
+        return Estimate(total * self.guard / calls, calls, side, fresh)
 
-    def share(self, calls: int | None = None) -> float:
+    def total_fps(self, calls: int, side: int | None = None) -> float | None:
+        """Frames per second the device can turn around with `calls` calls; None before any step."""
+        e = self.estimate(calls, side)
+        return None if e is None else e.fps * e.calls
+
+    def share(self, calls: int | None = None, side: int | None = None) -> float:
         """Frames per second each of `calls` calls may send (at most `max_fps`)."""
-        calls = self.calls if calls is None else calls
-        total = self.total_fps(calls)
-        if total is None:
-            total = self.options.start_total_fps
-        return max(1.0, min(self.options.max_fps, total / max(1, calls)))
+        calls = max(1, self.calls if calls is None else calls)
+        e = self.estimate(calls, side)
+        fps = self.options.start_total_fps / calls if e is None else e.fps
+        return max(1.0, min(self.options.max_fps, fps))
 
-    def admits(self, calls_after: int) -> bool:
-        """Whether `calls_after` calls would each still get `min_fps` (always, before anything is measured)."""
-        total = self.total_fps(calls_after)
-        return total is None or total / max(1, calls_after) >= self.options.min_fps
+    # ---- the working side -------------------------------------------------------------------
+    def _default_side(self) -> int | None:
+        return self.working_side(self.requested_side) if self.requested_side else None
+
+    def working_side(self, requested: int) -> int:
+        """The side a call asking for `requested` px is worked at now."""
+        if self.cap is None or self.options.degradation == "maintain-resolution":
+            return requested
+        ladder = working_ladder(requested)
+        return next((s for s in ladder if s <= self.cap), ladder[-1])
+
+    def smallest_side(self, requested: int) -> int:
+        if self.options.degradation == "maintain-resolution":
+            return requested
+        return working_ladder(requested)[-1]
+
+    def target_fps(self) -> float:
+        """What the working side is chosen to keep: `min_fps` (balanced) or `max_fps` (maintain-framerate)."""
+        return self.options.max_fps if self.options.degradation == "maintain-framerate" else self.options.min_fps
+
+    def _adapt(self, now: float) -> None:
+        top = self.requested_side
+        if top is None or self.calls == 0 or self.options.degradation == "maintain-resolution":
+            return
+        ladder = working_ladder(top)
+        current = self.working_side(top)
+        here = self.estimate(self.calls, current)
+        if here is None:
+            return
+        target = self.target_fps()
+        i = ladder.index(current)
+        with self._lock:
+            measured_since_change = any(
+                at >= self._changed_at
+                for (e, st, s, _), (_, at) in self._step_ms.items()
+                if (e, st) == self._config and s == current
+            )
+        if here.fps < target and i + 1 < len(ladder) and measured_since_change:
+            chosen = ladder[-1]
+            for side in ladder[i + 1 :]:
+                e = self.estimate(self.calls, side)
+                if e is not None and e.fps >= target * self.options.down_margin:
+                    chosen = side
+                    break
+            self._set_cap(chosen, top, now)
+        elif i > 0 and now - self._changed_at >= self.options.dwell_s:
+            up = self.estimate(self.calls, ladder[i - 1])
+            if up is not None and up.fps >= target * self.options.up_headroom:
+                self._set_cap(ladder[i - 1], top, now)
+
+    def _set_cap(self, side: int, top: int, now: float) -> None:
+        with self._lock:
+            self.cap = None if side >= top else side
+            self._changed_at = now
+            self.version += 1
+
+    # ---- admission --------------------------------------------------------------------------
+    def room(self, calls: int | None = None) -> int:
+        """How many more calls this server takes now (the rule `admission()` applies; see the module docstring)."""
+        calls = self.calls if calls is None else calls
+        most = max(1, self.options.max_calls)
+        if calls <= 0:
+            return most
+        if self.requested_side is None:
+            return max(0, most - calls)
+        side = self.smallest_side(self.requested_side)
+        n = calls
+        while n < most:
+            e = self.estimate(n + 1, side)
+            if e is None or not e.fresh:
+                return most - calls  # nothing measured here and now: never a reason to refuse
+            if e.fps < self.options.min_fps:
+                break
+            n += 1
+        return n - calls
+
+    def full_message(self, calls: int | None = None) -> str:
+        """What a refused caller is told: what this server can do now."""
+        calls = max(1, self.calls if calls is None else calls)
+        floor = self.options.min_fps
+        side = self.smallest_side(self.requested_side or MIN_WORKING_SIDE)
+        fits = 0
+        for n in range(1, calls + 1):
+            e = self.estimate(n, side)
+            if e is None or e.fps < floor:
+                break
+            fits = n
+        more = self.estimate(calls + 1, side)
+        more_text = f"; one more would get {more.fps:.1f} fps each" if more is not None else ""
+        if fits:
+            plural = "s" if fits > 1 else ""
+            return f"the server is full: it serves {fits} call{plural} at {floor:g} fps (at {side} px){more_text}"
+        one = self.estimate(1, side)
+        got = f"{one.fps:.1f}" if one is not None else "less"
+        return f"the server is full: 1 call gets {got} fps at {side} px here, below the {floor:g} fps floor"
 
     def retry_after_s(self) -> int:
         """A polite wait before a refused caller tries again."""
         return max(2, min(30, math.ceil(5 * max(1, self.calls) / 4)))
 
-    def summary(self) -> dict[str, float | int | None]:
+    def summary(self, calls: int | None = None) -> dict[str, float | int | str | None]:
+        """`/healthz` `capacity` (a cluster front door dispatches on `room`, `working_side`, `min_fps`)."""
+        present = self.calls if calls is None else calls
+        side = self._default_side()
         step = self.step_ms(max(1, self.calls))
         total = self.total_fps(self.calls)
+        cpu = self._cpu_estimate(side) if side else None
         return {
             "calls": self.calls,
             "step_ms": None if step is None else round(step, 2),
-            "cpu_ms_per_frame": None if self.cpu_ms_per_frame is None else round(self.cpu_ms_per_frame, 2),
+            "cpu_ms_per_frame": None if cpu is None else round(cpu[0], 2),
             "total_fps": None if total is None else round(total, 2),
             "share_fps": round(self.share(), 2),
             "guard": round(self.guard, 3),
+            "working_side": side,
+            "requested_side": self.requested_side,
+            "degradation": self.options.degradation,
+            "min_fps": self.options.min_fps,
+            "room": self.room(present),
         }
+
+    @property
+    def cpu_ms_per_frame(self) -> float | None:
+        """CPU ms per frame at the working side now (measured, or guessed from another side)."""
+        side = self._default_side()
+        cpu = self._cpu_estimate(side) if side else None
+        return None if cpu is None else cpu[0]

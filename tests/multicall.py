@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
 
 from tests.rtc_client import COUNT_BITS, RtcClient, read_frame_id
 
@@ -81,10 +80,7 @@ async def _watch(client: RtcClient, run: CallerRun, start: float, seconds: float
         run.received += client.frames_received - seen
         seen = client.frames_received
         last = client.frames[-1]
-        image = last.image
-        if image.shape[:2] != (client.video.height, client.video.width):  # the server works at another size
-            image = np.asarray(Image.fromarray(image).resize((client.video.width, client.video.height)))
-        frame_id = read_frame_id(image)
+        frame_id = read_frame_id(last.image, sent_width=client.video.width)  # read to scale if worked smaller
         if frame_id >> COUNT_BITS != run.index:
             run.foreign += 1
             continue

@@ -2,7 +2,18 @@
 
 Each sent frame has a known pattern (coloured quadrants) and its id written as 16 black/white
 blocks along the top, so a received frame can be matched to the one that was sent (round trip),
-even when the server inverted it.
+even when the server inverted it or worked it at a smaller size.
+
+How it compares with a browser on a phone or laptop (the load it puts on this machine):
+- like a browser, it encodes every frame it sends (aiortc's libvpx/libx264, software, in the loop's
+  executor) at the rate and size the server's `send` hint asks for (`maxFramerate`,
+  `scaleResolutionDownBy`), and decodes every frame it receives (aiortc's decoder thread);
+- with `render=True` (the default) it also converts every decoded frame to RGB, as a browser's
+  compositor converts each frame it shows;
+- lighter than a browser: no camera capture, no display or compositing, no playout delay in a
+  jitter buffer (aiortc hands a frame on when its last packet arrives), no audio processing;
+- heavier than many browsers: every caller of a test runs in one Python process (one GIL, one
+  event loop) on the server's own cores, and decodes in software where phones use hardware.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
+from PIL import Image
 
 ID_BITS = 16
 CALLER_BITS = 3
@@ -29,21 +41,27 @@ BLOCK = 32
 QUADRANT_COLOURS = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200], [220, 220, 60]], dtype=np.uint8)
 
 
-def pattern_frame(frame_id: int, width: int = 512, height: int = 512) -> np.ndarray:
-    """Quadrants of known colours; top row: the id's 16 bits as black/white blocks."""
+def pattern_frame(frame_id: int, width: int = 512, height: int = 512, scale: float = 1.0) -> np.ndarray:
+    """Quadrants of known colours; top row: the id's 16 bits as black/white blocks. `scale` < 1: the same
+    picture made smaller (a camera scaled down by the server's `send.max_side`), blocks included."""
+    width, height = max(16, round(width * scale)), max(16, round(height * scale))
     img = np.empty((height, width, 3), np.uint8)
     h2, w2 = height // 2, width // 2
     img[:h2, :w2], img[:h2, w2:], img[h2:, :w2], img[h2:, w2:] = QUADRANT_COLOURS
+    block = max(1, round(BLOCK * scale))
     for bit in range(ID_BITS):
         value = 255 if (frame_id >> bit) & 1 else 0
-        img[:BLOCK, bit * BLOCK : (bit + 1) * BLOCK] = value
+        img[:block, round(bit * BLOCK * scale) : round((bit + 1) * BLOCK * scale)] = value
     return img
 
 
-def read_frame_id(img: np.ndarray, inverted: bool = False) -> int:
+def read_frame_id(img: np.ndarray, inverted: bool = False, sent_width: int = 512) -> int:
+    """The id of a received frame; one smaller than `sent_width` (worked at a smaller size) is read to scale."""
+    s = img.shape[1] / sent_width
     frame_id = 0
     for bit in range(ID_BITS):
-        cell = img[4 : BLOCK - 4, bit * BLOCK + 4 : (bit + 1) * BLOCK - 4]
+        x0, x1 = round((bit * BLOCK + 4) * s), round(((bit + 1) * BLOCK - 4) * s)
+        cell = img[round(4 * s) : round((BLOCK - 4) * s), x0:x1]
         bright = cell.mean() > 127
         if bright != inverted:
             frame_id |= 1 << bit
@@ -79,6 +97,7 @@ class PatternVideoTrack(MediaStreamTrack):
         super().__init__()
         self.fps, self.width, self.height, self.image = fps, width, height, image
         self.caller = caller  # stamped in the top CALLER_BITS of the id (several callers: no cross-talk)
+        self.scale = 1.0  # < 1 when the server's `send.max_side` asks for smaller frames
         self.sent_at: dict[int, float] = {}
         self._count = 0
         self._next: float | None = None
@@ -98,7 +117,10 @@ class PatternVideoTrack(MediaStreamTrack):
             await asyncio.sleep(delay)
         self._next = max(self._next + 1.0 / self.fps, time.monotonic() - 1.0 / self.fps)  # fps may change live
         frame_id = self.frame_id(self._count)
-        rgb = self.image if self.image is not None else pattern_frame(frame_id, self.width, self.height)
+        if self.image is not None:
+            rgb = self.image if self.scale >= 1.0 else _scaled(self.image, self.scale)
+        else:
+            rgb = pattern_frame(frame_id, self.width, self.height, self.scale)
         frame = VideoFrame.from_ndarray(rgb, format="rgb24")
         frame.pts = int((time.monotonic() - self._epoch) * 90000)  # capture time: fps may change live
         frame.time_base = fractions.Fraction(1, 90000)
@@ -107,17 +129,22 @@ class PatternVideoTrack(MediaStreamTrack):
         return frame
 
 
+def _scaled(image: np.ndarray, scale: float) -> np.ndarray:
+    h, w = image.shape[:2]
+    return np.asarray(Image.fromarray(image).resize((max(16, round(w * scale)), max(16, round(h * scale)))))
+
+
 @dataclass
 class Received:
-    """A received frame; converted to RGB only when a test looks at it (most are dropped unseen, and
-    converting every one on the client's event loop would starve it when many clients share a machine)."""
+    """A received (decoded) frame; `image` is its RGB picture (made on arrival when the client renders)."""
 
     frame: VideoFrame
     at: float
+    rgb: np.ndarray | None = None
 
     @functools.cached_property
     def image(self) -> np.ndarray:
-        return self.frame.to_ndarray(format="rgb24")
+        return self.rgb if self.rgb is not None else self.frame.to_ndarray(format="rgb24")
 
 
 @dataclass
@@ -129,6 +156,7 @@ class RtcClient:
     audio: MediaStreamTrack | None = None
     keep_frames: int = 60
     honour_send: bool = True  # apply the server's {"type":"send"} hint to the camera, as the page does
+    render: bool = True  # convert every received frame to RGB, as a browser does to show it
     caller: int | None = None
     rtc_config: RTCConfiguration | None = None  # e.g. relay-only with TURN servers from /api/ice
     offer_extra: dict[str, Any] | None = None  # more fields of the offer body (e.g. "resume")
@@ -155,6 +183,8 @@ class RtcClient:
         self.messages.put_nowait(message)
         if message.get("type") == "send" and self.honour_send:
             self.video.fps = max(1.0, min(self.fps, float(message["max_fps"])))
+            longest = max(self.video.width, self.video.height)
+            self.video.scale = min(1.0, float(message.get("max_side") or longest) / longest)
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
@@ -188,8 +218,9 @@ class RtcClient:
         with contextlib.suppress(MediaStreamError):
             while True:
                 frame = await track.recv()
+                rgb = await asyncio.to_thread(frame.to_ndarray, format="rgb24") if self.render else None
                 self.frames_received += 1
-                self.frames.append(Received(frame, time.monotonic()))
+                self.frames.append(Received(frame, time.monotonic(), rgb))
                 del self.frames[: -self.keep_frames]
 
     async def wait_frames(self, count: int, timeout: float = 30.0) -> None:
