@@ -75,8 +75,9 @@ class CapacityOptions:
     max_calls: int = 8  # --max-sessions: `room` never goes past it
     fresh_s: float = 20.0  # a figure older than this may guide, never refuse
     reprobe_s: float = 60.0  # a side measured longer ago than this is guessed afresh (load may have gone)
-    down_margin: float = 1.15  # stepping down picks the largest side predicted at this × the target
-    up_headroom: float = 1.5  # stepping up needs the next side predicted at this × the target
+    down_below: float = 1.1  # the side steps down when the calls are predicted below this × the target ...
+    down_margin: float = 1.3  # ... to the largest side predicted at this × the target
+    up_headroom: float = 1.6  # stepping up needs the next side predicted at this × the target
     dwell_s: float = 5.0  # at least this long between a size change and a step up
 
     def __post_init__(self) -> None:
@@ -346,7 +347,7 @@ class CapacityModel:
                 for (e, st, s, _), (_, at) in self._step_ms.items()
                 if (e, st) == self._config and s == current
             )
-        if here.fps < target and i + 1 < len(ladder) and measured_since_change:
+        if here.fps < target * self.options.down_below and i + 1 < len(ladder) and measured_since_change:
             chosen = ladder[-1]
             for side in ladder[i + 1 :]:
                 e = self.estimate(self.calls, side)

@@ -90,11 +90,110 @@ def test_round_trip_growth_cuts_capacity_like_waiting_frames():
 
 
 def test_admission_floor():
-    capacity, _ = model(min_fps=8.0)
-    assert capacity.admits(50)  # nothing measured: admit, measure
-    capacity.step_done(engine="tiny", side=512, steps=1, batch=1, step_ms=50.0)  # 20 fps for one call
-    assert capacity.admits(2)  # 10 fps each
-    assert not capacity.admits(3)  # 6.7 fps each < 8
+    capacity, _ = model(min_fps=8.0, max_calls=50)
+    assert capacity.room(0) == 50  # an empty server always admits
+    capacity.calls_changed(1)
+    assert capacity.room(1) == 49  # nothing measured: admit, measure
+    capacity.step_done(engine="tiny", side=192, steps=1, batch=1, step_ms=50.0)  # 20 fps for one call at 192
+    assert capacity.room(1) == 1  # 10 fps each for two; three would get 6.7 < 8
+    assert capacity.room(2) == 0
+    assert capacity.full_message(2).startswith("the server is full: it serves 2 calls at 8 fps (at 192 px)")
+
+
+def simulate(capacity: CapacityModel, clock: Clock, seconds: int, cost, requested: int = 512, calls: int = 1) -> list:
+    """`seconds` of a device whose step costs `cost(side, batch)` ms, at the working side the model picks; the
+    calls ask for `requested` px. Returns the working side after each second."""
+    sides = []
+    capacity.calls_changed(calls)
+    for _ in range(seconds):
+        side = capacity.working_side(requested)
+        ms = cost(side, calls)
+        steps = max(1, int(1000 / ms))
+        for _ in range(min(steps, 10)):
+            capacity.step_done(engine="style", side=side, steps=1, batch=calls, step_ms=ms, requested=requested)
+        clock.t += 1.0
+        clock.cpu += 0.3  # a light CPU load: the device thread bounds
+        capacity.sample()
+        sides.append(capacity.working_side(requested))
+    return sides
+
+
+def style_like(side: int, batch: int) -> float:
+    return batch * 256.0 * (side / 512) ** 2  # 256 ms at 512², cost by pixel count (like the style engine here)
+
+
+def test_working_side_steps_down_to_keep_min_fps_and_stays_without_flapping():
+    capacity, clock = model(min_fps=8.0)
+    sides = simulate(capacity, clock, 40, style_like)
+    # 512: 3.9 fps; 320: 10 fps; 256: 15.6 fps. Down to a side that keeps 8 fps with a margin, then steady:
+    # 320 at 10 fps has no 1.6x headroom to go back to 384 (7.1 fps predicted), so it stays.
+    assert sides[0] < 512 and sides[-1] in (256, 320), sides
+    assert len(set(sides[5:])) == 1, sides  # no flapping once settled
+    assert capacity.share(side=sides[-1]) >= 8.0
+    assert all(s % 64 == 0 and s >= 192 for s in sides)
+
+
+def test_working_side_steps_back_up_when_the_load_goes():
+    capacity, clock = model(min_fps=8.0)
+    slow = simulate(capacity, clock, 10, lambda side, b: 4 * style_like(side, b))  # a loaded device: 192 at best
+    assert slow[-1] == 192, slow
+    fast = simulate(capacity, clock, 90, lambda side, b: style_like(side, b) / 4)  # the load went away
+    assert fast[-1] > 192 and fast == sorted(fast), fast  # back up, one 64 px step at a time, never down
+    seq = [slow[-1], *fast]
+    changes = [b - a for a, b in zip(seq, seq[1:], strict=False) if b != a]
+    assert changes and all(c == 64 for c in changes), fast
+    assert fast[-1] == 512  # a quarter of the cost: 15.6 fps at 512², with nothing left to gain
+
+
+def test_maintain_resolution_keeps_the_size_and_lets_the_frame_rate_fall():
+    capacity, clock = model(min_fps=8.0, degradation="maintain-resolution")
+    sides = simulate(capacity, clock, 10, style_like)
+    assert set(sides) == {512}
+    assert capacity.share() == pytest.approx(1000 / 256, rel=0.01)  # 3.9 fps at 512
+    assert capacity.room(1) == 0  # measured at its smallest (its only) size: a second call would get 2 fps
+
+
+def test_maintain_framerate_aims_at_the_full_frame_rate():
+    capacity, clock = model(min_fps=8.0, degradation="maintain-framerate")
+    sides = simulate(capacity, clock, 10, style_like)
+    assert sides[-1] == 192  # 192² at 36 ms: 28 fps, the most it can get; balanced would stop at 256-320
+
+
+def test_stale_or_foreign_figures_refuse_nothing():
+    """A measurement at another size, engine or step count, or from long ago, never refuses on its own."""
+    capacity, clock = model(min_fps=8.0, max_calls=8, fresh_s=20.0)
+    capacity.calls_changed(1)
+    capacity.step_done(engine="style", side=512, steps=1, batch=1, step_ms=400.0, requested=512)
+    assert capacity.estimate(2, 192) is not None and not capacity.estimate(2, 192).fresh  # a guess by pixel count
+    assert capacity.room(1) == 7  # measured at 512 only: 192 is a guess, it refuses nothing
+    capacity.step_done(engine="style", side=192, steps=1, batch=1, step_ms=400.0, requested=512)
+    assert capacity.room(1) == 0  # measured at the smallest side now: a second call would get 1.25 fps
+    clock.t += 21.0  # ... and long ago
+    assert capacity.room(1) == 7
+    capacity.step_done(engine="style", side=192, steps=2, batch=1, step_ms=400.0, requested=512)
+    clock.t += 1.0
+    capacity.step_done(engine="tiny", side=192, steps=1, batch=1, step_ms=10.0, requested=512)
+    assert capacity.room(1) == 7  # another engine: its own figures (fast) decide
+    capacity.calls_changed(0)
+    capacity.step_done(engine="tiny", side=192, steps=1, batch=1, step_ms=5000.0, requested=512)
+    assert capacity.room(0) == 8  # an empty server always admits
+
+
+def test_extrapolates_an_unmeasured_side_by_pixel_count():
+    capacity, _ = model()
+    capacity.step_done(engine="style", side=512, steps=1, batch=1, step_ms=256.0, requested=512)
+    assert capacity.step_ms(1, side=256) == pytest.approx(64.0)
+    capacity.step_done(engine="style", side=256, steps=1, batch=1, step_ms=80.0, requested=512)
+    assert capacity.step_ms(1, side=256) == pytest.approx(80.0)  # measured beats guessed
+    assert capacity.step_ms(1, side=320) == pytest.approx(80.0 * (320 / 256) ** 2)  # from the nearest side
+
+
+def test_summary_carries_what_a_cluster_dispatches_on():
+    capacity, clock = model(min_fps=8.0, max_calls=8)
+    simulate(capacity, clock, 10, style_like)
+    s = capacity.summary()
+    assert s["working_side"] in (256, 320) and s["min_fps"] == 8.0 and isinstance(s["room"], int)
+    assert s["room"] == capacity.room(1)
 
 
 def test_batched_frames_equal_each_call_alone():
