@@ -8,10 +8,15 @@ What is measured while the server runs:
 - the CPU: the process's CPU time per delivered frame (`time.process_time`, so WebRTC decode, encode,
   packetisation and conversions are all in it), per working side, against the cores it may use at a
   target utilisation;
-- a latency guard: a factor on both bounds, cut when frames wait — queued before they reach us
-  (TransitDelay), or in the inbox — longer than a step should make them, or when the calls' RTCP round
-  trips grow above their least (queueing towards or inside the viewers: their CPU is load this process
-  cannot see); eased back when neither happens. It starts again at 1 when the server empties.
+- a latency guard for load this process cannot see (the callers' own CPU, other programs): the calls
+  together may send `limit_fps` frames a second, a rate limit run as congestion control runs one. It
+  starts low (`start_fps` for the first call, `min_fps` more for each that joins: a slow start); when
+  frames wait — queued before they reach us (TransitDelay), or in the inbox — longer than a step should
+  make them, or when the calls' RTCP round trips grow above their least (queueing towards or inside the
+  viewers), it is cut to 0.8 × what was turned around in that second (a cut of what actually flows
+  bites at once, however far off the bounds above are); while both are clearly fresh and the calls use
+  it, it grows by 10 % a second up to the bounds above. A cut counts as a measurement of the device
+  (working side, admission) for `fresh_s`; the slow start does not. It is dropped when the server empties.
 
 What it decides:
 - the working side (`--degradation`): when the calls cannot get `min_fps` at the requested frame size
@@ -69,7 +74,7 @@ class CapacityOptions:
     wait_target_ms: float = 150.0  # frames waiting longer than this plus one step (queued before the server,
     # or in the inbox) make the guard cut capacity
     ewma: float = 0.2  # weight of a new step-time sample
-    start_total_fps: float = 60.0  # split among the calls until a step has been measured (a slow start)
+    start_fps: float = 12.0  # the first call's share before the guard has seen how calls fare (a slow start)
     cores: int = 0  # 0 = the cores this process may run on
     degradation: str = "balanced"  # --degradation
     max_calls: int = 8  # --max-sessions: `room` never goes past it
@@ -126,7 +131,10 @@ class CapacityModel:
         self._frames_by_side: Counter[int] = Counter()
         self._sample_at = (clock(), cpu_clock(), 0)
         self._cpu_ms: dict[int, tuple[float, float]] = {}  # side -> (CPU ms per frame, when)
-        self.guard = 1.0
+        self.limit_fps: float | None = None  # total frames/s the latency guard allows, at `_limit_side` px
+        self._limit_side: int | None = None  # None: not tied to a side yet (the slow start)
+        self._cut_at = -math.inf  # when the guard last cut (then its limit is a measurement of the device)
+        self.delivered_fps = 0.0  # frames/s turned around over the last sample
         self._ages: deque[float] = deque(maxlen=120)
         self._paths: deque[float] = deque(maxlen=64)
         self.calls = 0
@@ -167,9 +175,13 @@ class CapacityModel:
 
     def calls_changed(self, calls: int) -> None:
         with self._lock:
-            self.calls = calls
+            old, self.calls = self.calls, calls
+            if calls > old:  # the slow start: a new call gets what admission promised it, the floor
+                first = self.limit_fps is None
+                start = self.options.start_fps if first else self.options.min_fps
+                self.limit_fps = (self.limit_fps or 0.0) + start + (calls - old - 1) * self.options.min_fps
             if calls == 0:  # nothing left to measure the load with: the next call starts afresh
-                self.guard = 1.0
+                self.limit_fps, self._limit_side, self._cut_at = None, None, -math.inf
                 self.cap = None
                 self._changed_at = -math.inf
                 self._ages.clear()
@@ -183,7 +195,7 @@ class CapacityModel:
         with self._lock:
             t0, cpu0, frames0 = self._sample_at
             frames = self._frames - frames0
-            if now - t0 < 0.5:
+            if now - t0 < 0.9:
                 return
             if frames >= 3 and self._frames_by_side:
                 side = self._frames_by_side.most_common(1)[0][0]
@@ -194,27 +206,60 @@ class CapacityModel:
                 self._cpu_ms[side] = (per_frame, now)
             self._frames_by_side.clear()
             self._sample_at = (now, cpu, self._frames)
-            self._update_guard()
+            self.delivered_fps = frames / (now - t0)
+            side = self.working_side(self.requested_side) if self.requested_side else None
+            step = self._measured_step(side, max(1, self.calls)) if side else None
+            # (measured, target) pairs; a frame may wait up to a whole step in the inbox
+            signals: list[tuple[float, float]] = []
+            if len(self._ages) >= 5:
+                ages = sorted(self._ages)
+                p95 = ages[min(len(ages) - 1, int(0.95 * len(ages)))]
+                signals.append((p95, self.options.wait_target_ms + (step or 0.0)))
+                self._ages.clear()
+            if self._paths:
+                paths = sorted(self._paths)  # the typical call's round-trip growth, not one outlier's
+                signals.append((paths[len(paths) // 2], self.options.path_target_ms))
+                self._paths.clear()
             self.version += 1
+        if side is not None and self.calls:
+            self._guard(signals, side, now)
         self._adapt(now)
 
-    def _update_guard(self) -> None:
-        side = self.working_side(self.requested_side) if self.requested_side else None
-        step = self._measured_step(side, max(1, self.calls)) if side else None
-        # (measured, target) pairs; a frame may wait up to a whole step in the inbox
-        signals: list[tuple[float, float]] = []
-        if len(self._ages) >= 5:
-            ages = sorted(self._ages)
-            signals.append((ages[min(len(ages) - 1, int(0.95 * len(ages)))], self.options.wait_target_ms + (step or 0)))
-            self._ages.clear()
-        if self._paths:
-            paths = sorted(self._paths)  # the typical call's round-trip growth, not one outlier's
-            signals.append((paths[len(paths) // 2], self.options.path_target_ms))
-            self._paths.clear()
+    def _guard(self, signals: list[tuple[float, float]], side: int, now: float) -> None:
+        """Cut the calls' total rate when frames or round trips queue; let it grow back while they clearly do not."""
+        unlimited = self.total_fps(self.calls, side, limited=False)
+        allowed = self._limit_at(side)
+        if unlimited is None or allowed is None:
+            return
         if any(value > target for value, target in signals):
-            self.guard = max(0.2, self.guard * 0.8)
-        elif signals and all(value < 0.4 * target for value, target in signals):
-            self.guard = min(1.0, self.guard * 1.05)  # clearly fresh: probe upwards slowly (latency stays flat)
+            flowing = self.delivered_fps if self.delivered_fps > 0 else allowed
+            cut = 0.8 * min(flowing, allowed)
+            self.limit_fps, self._limit_side, self._cut_at = max(float(self.calls), cut), side, now
+        elif signals and all(value < 0.4 * target for value, target in signals) and self.delivered_fps > 0.6 * allowed:
+            # clearly fresh, and the calls use what they may: probe upwards slowly (latency stays flat)
+            self.limit_fps, self._limit_side = min(allowed * 1.1, max(allowed, unlimited)), side
+
+    def _limit_at(self, side: int) -> float | None:
+        """The guard's limit expressed at `side` px (the callers' hidden costs scale with pixels too: a guess)."""
+        if self.limit_fps is None:
+            return None
+        if self._limit_side is None:
+            return self.limit_fps
+        return self.limit_fps * (self._limit_side / side) ** 2
+
+    def _congested(self) -> bool:
+        """Whether the guard cut within `fresh_s`: its limit then measures what the device and the callers take."""
+        return self._clock() - self._cut_at <= self.options.fresh_s
+
+    @property
+    def guard(self) -> float:
+        """What the latency guard leaves of the measured bounds at the working side now (1 = no cut)."""
+        side = self._default_side()
+        if side is None or self.limit_fps is None or not self.calls:
+            return 1.0
+        unlimited = self.total_fps(self.calls, side, limited=False)
+        limit = self._limit_at(side)
+        return 1.0 if not unlimited or limit is None else round(min(1.0, limit / unlimited), 3)
 
     # ---- estimates ------------------------------------------------------------------------
     def _measured_step(self, side: int, batch: int) -> float | None:
@@ -280,8 +325,9 @@ class CapacityModel:
         got = self._step_estimate(side, batch)
         return None if got is None else got[0]
 
-    def estimate(self, calls: int, side: int | None = None) -> Estimate | None:
-        """Frames per second each of `calls` calls gets at `side` px (default: the working side now)."""
+    def estimate(self, calls: int, side: int | None = None, limited: bool = True) -> Estimate | None:
+        """Frames per second each of `calls` calls gets at `side` px (default: the working side now); `limited`:
+        within the latency guard's limit."""
         calls = max(1, calls)
         side = side or self._default_side()
         if side is None:
@@ -296,18 +342,26 @@ class CapacityModel:
             cpu_bound = self.cores * self.options.target_utilisation * 1000.0 / max(cpu[0], 0.01)
             if cpu_bound < total:
                 total, fresh = cpu_bound, fresh and cpu[1]
-        return Estimate(total * self.guard / calls, calls, side, fresh)
+        allowed = self._limit_at(side) if limited and self._congested() else None
+        if allowed is not None and allowed < total:
+            total, fresh = allowed, side == self._limit_side  # measured by the calls here and now
+        return Estimate(total / calls, calls, side, fresh)
 
-    def total_fps(self, calls: int, side: int | None = None) -> float | None:
+    def total_fps(self, calls: int, side: int | None = None, limited: bool = True) -> float | None:
         """Frames per second the device can turn around with `calls` calls; None before any step."""
-        e = self.estimate(calls, side)
+        e = self.estimate(calls, side, limited)
         return None if e is None else e.fps * e.calls
 
     def share(self, calls: int | None = None, side: int | None = None) -> float:
-        """Frames per second each of `calls` calls may send (at most `max_fps`)."""
+        """Frames per second each of `calls` calls may send (at most `max_fps`): the bounds, within the guard's
+        limit (the slow start included)."""
         calls = max(1, self.calls if calls is None else calls)
-        e = self.estimate(calls, side)
-        fps = self.options.start_total_fps / calls if e is None else e.fps
+        side = side or self._default_side()
+        e = self.estimate(calls, side) if side else None
+        fps = self.options.start_fps if e is None else e.fps
+        limit = self._limit_at(side) if side else self.limit_fps
+        if limit is not None:
+            fps = min(fps, limit / calls)
         return max(1.0, min(self.options.max_fps, fps))
 
     # ---- the working side -------------------------------------------------------------------
@@ -424,6 +478,8 @@ class CapacityModel:
             "total_fps": None if total is None else round(total, 2),
             "share_fps": round(self.share(), 2),
             "guard": round(self.guard, 3),
+            "limit_fps": None if self.limit_fps is None else round(self.limit_fps, 2),
+            "delivered_fps": round(self.delivered_fps, 2),
             "working_side": side,
             "requested_side": self.requested_side,
             "degradation": self.options.degradation,

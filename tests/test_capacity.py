@@ -40,8 +40,9 @@ def model(**options) -> tuple[CapacityModel, Clock]:
 
 def test_share_follows_the_measured_step_and_the_calls():
     capacity, _ = model()
-    assert capacity.share(4) == 15.0  # nothing measured yet: the slow start (60 fps split)
+    assert capacity.share(4) == 12.0  # nothing measured yet: the slow start
     capacity.calls_changed(4)
+    assert capacity.limit_fps == 12.0 + 3 * 8.0  # the first call's start, then the floor for each that joined
     capacity.step_done(engine="tiny", side=256, steps=1, batch=4, step_ms=200.0)
     assert capacity.total_fps(4) == pytest.approx(20.0)  # 4 frames per 200 ms step
     assert capacity.share() == pytest.approx(5.0)
@@ -53,40 +54,64 @@ def test_share_follows_the_measured_step_and_the_calls():
 
 def test_cpu_bound_and_latency_guard():
     capacity, clock = model(target_utilisation=0.5)
+    capacity.calls_changed(2)
     capacity.step_done(engine="passthrough", side=512, steps=1, batch=2, step_ms=2.0)
-    assert capacity.share(2) == 30.0  # the device thread alone could do 1000 fps: capped at the camera
+    assert capacity.total_fps(2) == pytest.approx(1000.0)  # the device thread alone could do 1000 fps ...
+    assert capacity.share(2) == 10.0  # ... but the calls start slowly: 12 + 8 fps between them
     clock.t, clock.cpu = 1.0, 0.5  # 0.5 s of CPU for the 2 frames of that step...
-    for _ in range(98):  # ...and 98 more steps: 100 frames per 0.5 s CPU = 5 ms a frame
-        capacity.step_done(engine="passthrough", side=512, steps=1, batch=1, step_ms=2.0)
+    for _ in range(49):  # ...and 49 more steps: 100 frames per 0.5 s CPU = 5 ms a frame
+        capacity.step_done(engine="passthrough", side=512, steps=1, batch=2, step_ms=2.0)
+        capacity.frame_age(10.0)  # fresh: each waited far less than a 2 ms step + 150 ms
     capacity.sample()
     assert capacity.cpu_ms_per_frame == pytest.approx(5.0)
     assert capacity.total_fps(2) == pytest.approx(2 * 0.5 * 1000 / 5.0)  # cores * utilisation / cost
-    for _ in range(20):
-        capacity.frame_age(900.0)  # waited far longer than a 2 ms step + 150 ms
-    clock.t = 2.0
+    assert capacity.limit_fps == pytest.approx(20.0 * 1.1)  # fresh, and the calls used it: grown by 10 %
+    for second in range(2, 40):  # the calls send what they may, and it stays fresh
+        steps = int(capacity.limit_fps) // 2
+        for _ in range(steps):
+            capacity.step_done(engine="passthrough", side=512, steps=1, batch=2, step_ms=2.0)
+            capacity.frame_age(10.0)
+        clock.t = float(second)
+        clock.cpu += steps * 2 * 0.005
+        capacity.sample()
+    assert capacity.limit_fps == pytest.approx(200.0)  # up to the CPU bound, no further
+    assert capacity.guard == 1.0 and capacity.share(2) == 30.0  # capped at the camera
+    for _ in range(30):  # 30 frames turned around in the next second ...
+        capacity.step_done(engine="passthrough", side=512, steps=1, batch=1, step_ms=2.0)
+        capacity.frame_age(900.0)  # ... each after waiting far longer than a 2 ms step + 150 ms
+    clock.t += 1.0
     capacity.sample()
-    assert capacity.guard == pytest.approx(0.8)  # frames got old: cut
+    # frames got old: the calls together may send 0.8 x what flowed (30 fps), however high the bounds are
+    assert capacity.limit_fps == pytest.approx(24.0)
+    assert capacity.share(2) == pytest.approx(12.0) and capacity.guard < 0.15
     for _ in range(20):
+        capacity.step_done(engine="passthrough", side=512, steps=1, batch=1, step_ms=2.0)
         capacity.frame_age(10.0)
-    clock.t = 3.0
+    clock.t += 1.0
     capacity.sample()
-    assert capacity.guard == pytest.approx(0.84)  # fresh again: eased back, slowly
+    assert capacity.limit_fps == pytest.approx(24.0 * 1.1)  # fresh again, and used: eased back, slowly
 
 
 def test_round_trip_growth_cuts_capacity_like_waiting_frames():
     """Queueing towards a starved viewer shows only in its RTCP round trip: the guard cuts on it too."""
-    capacity, clock = model()
-    capacity.step_done(engine="passthrough", side=512, steps=1, batch=1, step_ms=2.0)
+    capacity, clock = model(min_fps=0.5)  # (a floor this low keeps the working side: the guard alone here)
+    capacity.calls_changed(3)
+    for _ in range(10):
+        capacity.step_done(engine="passthrough", side=512, steps=1, batch=3, step_ms=2.0)
     for excess in (5.0, 400.0, 420.0):  # most calls' round trips grew by 400 ms over their least
         capacity.path_delay(excess)
     clock.t = 1.0
-    capacity.sample()
-    assert capacity.guard == pytest.approx(0.8)
+    capacity.sample()  # 30 frames flowed in that second
+    assert capacity.limit_fps == pytest.approx(0.8 * 13.0)  # 0.8 x the slow start's 12 + 0.5 + 0.5 fps
+    for _ in range(10):
+        capacity.step_done(engine="passthrough", side=512, steps=1, batch=3, step_ms=2.0)
     for excess in (0.0, 3.0, 600.0):  # one outlier does not cut (the median call decides)
         capacity.path_delay(excess)
     clock.t = 2.0
     capacity.sample()
-    assert capacity.guard == pytest.approx(0.84)
+    assert capacity.limit_fps == pytest.approx(0.8 * 13.0 * 1.1)
+    capacity.calls_changed(0)
+    assert capacity.limit_fps is None  # an empty server starts afresh
 
 
 def test_admission_floor():
