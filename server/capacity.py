@@ -100,6 +100,18 @@ class CapacityOptions:
         )
 
 
+TRUSTED_SAMPLES = 3  # a step time seen this often is trusted over a single (possibly cold or jittered) one
+
+
+@dataclass
+class Measured:
+    """A step time: its moving average, when it was last seen, and how often since it was (re)started."""
+
+    ms: float
+    at: float
+    n: int = 1
+
+
 @dataclass
 class Estimate:
     """Frames per second each of `calls` calls gets at `side`, and whether the figures behind it may refuse."""
@@ -124,7 +136,8 @@ class CapacityModel:
         self._clock, self._cpu_clock = clock, cpu_clock
         self._lock = threading.Lock()
         # (engine, steps, side, batch) -> (step ms, when measured)
-        self._step_ms: dict[tuple[str, int, int, int], tuple[float, float]] = {}
+        self._step_ms: dict[tuple[str, int, int, int], Measured] = {}
+        self._since_change: Counter[int] = Counter()  # steps seen at each side since the working side changed
         self._config: tuple[str, int] | None = None  # (engine, steps) of the newest step
         self.requested_side: int | None = None  # the largest side the calls of the newest step asked for
         self._frames = 0
@@ -151,10 +164,12 @@ class CapacityModel:
         now = self._clock()
         with self._lock:
             old = self._step_ms.get(key)
-            a = self.options.ewma
-            fresh_old = old is not None and now - old[1] <= self.options.reprobe_s
-            value = (1 - a) * old[0] + a * step_ms if fresh_old else step_ms
-            self._step_ms[key] = (value, now)
+            if old is not None and now - old.at <= self.options.reprobe_s:
+                a = max(self.options.ewma, 1.0 / (old.n + 1))  # a plain mean of the first few, then a moving one
+                self._step_ms[key] = Measured((1 - a) * old.ms + a * step_ms, now, old.n + 1)
+            else:
+                self._step_ms[key] = Measured(step_ms, now)
+            self._since_change[side] += 1
             if self._config != (engine, steps):
                 self._config = (engine, steps)
                 self.version += 1
@@ -272,15 +287,15 @@ class CapacityModel:
     def _step_at(self, side: int, batch: int, now: float) -> tuple[float, float] | None:
         """(ms, when) of a step over `batch` calls at exactly `side` (batch extrapolated with no gain)."""
         engine, steps = self._config  # type: ignore[misc]
-        measured = {b: v for (e, st, s, b), v in self._step_ms.items() if (e, st, s) == (engine, steps, side)}
+        measured = {b: m for (e, st, s, b), m in self._step_ms.items() if (e, st, s) == (engine, steps, side)}
         if not measured:
             return None
-        if batch in measured:
-            return measured[batch]
-        below = [b for b in measured if b < batch]
-        base = max(below) if below else min(measured)
-        ms, at = measured[base]
-        return ms * batch / base, at
+        trusted = {b: m for b, m in measured.items() if m.n >= TRUSTED_SAMPLES} or measured
+        if batch in trusted:
+            return trusted[batch].ms, trusted[batch].at
+        below = [b for b in trusted if b < batch]
+        base = max(below) if below else min(trusted)
+        return trusted[base].ms * batch / base, trusted[base].at
 
     def _step_estimate(self, side: int, batch: int) -> tuple[float, bool] | None:
         """(step ms, fresh) at `side`: measured there, else guessed from the nearest side by pixel count."""
@@ -292,7 +307,7 @@ class CapacityModel:
             got = self._step_at(side, batch, now)
             if got is not None and now - got[1] <= self.options.reprobe_s:
                 return got[0], now - got[1] <= self.options.fresh_s
-            sides = {s for (e, st, s, _), (_, at) in self._step_ms.items() if (e, st) == (engine, steps)}
+            sides = {s for (e, st, s, _) in self._step_ms if (e, st) == (engine, steps)}
             recent = {s for s in sides if now - self._latest_at(s) <= self.options.reprobe_s} or sides
             if not recent:
                 return None
@@ -303,7 +318,7 @@ class CapacityModel:
 
     def _latest_at(self, side: int) -> float:
         engine, steps = self._config  # type: ignore[misc]
-        return max(at for (e, st, s, _), (_, at) in self._step_ms.items() if (e, st, s) == (engine, steps, side))
+        return max(m.at for (e, st, s, _), m in self._step_ms.items() if (e, st, s) == (engine, steps, side))
 
     def _cpu_estimate(self, side: int) -> tuple[float, bool] | None:
         """(CPU ms per frame, fresh) at `side`, guessed by pixel count from the nearest side measured."""
@@ -396,11 +411,7 @@ class CapacityModel:
         target = self.target_fps()
         i = ladder.index(current)
         with self._lock:
-            measured_since_change = any(
-                at >= self._changed_at
-                for (e, st, s, _), (_, at) in self._step_ms.items()
-                if (e, st) == self._config and s == current
-            )
+            measured_since_change = self._since_change[current] >= TRUSTED_SAMPLES
         if here.fps < target * self.options.down_below and i + 1 < len(ladder) and measured_since_change:
             chosen = ladder[-1]
             for side in ladder[i + 1 :]:
@@ -418,6 +429,7 @@ class CapacityModel:
         with self._lock:
             self.cap = None if side >= top else side
             self._changed_at = now
+            self._since_change.clear()
             self.version += 1
 
     # ---- admission --------------------------------------------------------------------------
