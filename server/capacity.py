@@ -100,6 +100,7 @@ class CapacityOptions:
         )
 
 
+CUT_HOLD_S = 2.0  # after a cut, only a queue twice the target cuts again within this time
 TRUSTED_SAMPLES = 3  # a step time seen this often is trusted over a single (possibly cold or jittered) one
 
 
@@ -247,6 +248,9 @@ class CapacityModel:
         if unlimited is None or allowed is None:
             return
         if any(value > target for value, target in signals):
+            severe = any(value > 2 * target for value, target in signals)
+            if now - self._cut_at < CUT_HOLD_S and not severe:
+                return  # the queue a cut left takes a moment to drain: do not cut again for the same one
             flowing = self.delivered_fps if self.delivered_fps > 0 else allowed
             cut = 0.8 * min(flowing, allowed)
             self.limit_fps, self._limit_side, self._cut_at = max(float(self.calls), cut), side, now
