@@ -71,6 +71,8 @@ class CapacityOptions:
     max_fps: float = 30.0  # never ask a camera for more than this
     target_utilisation: float = 0.85  # of the usable cores
     path_target_ms: float = 50.0  # RTCP round trips grown by more than this over their least cut capacity too
+    loss_target: float = 0.10  # so does a loss fraction above this in the viewers' receiver reports (a receiver
+    # too starved to read its socket drops packets; a lossy radio's 1-2 % is not congestion)
     wait_target_ms: float = 150.0  # frames waiting longer than this plus one step (queued before the server,
     # or in the inbox) make the guard cut capacity
     ewma: float = 0.2  # weight of a new step-time sample
@@ -151,6 +153,7 @@ class CapacityModel:
         self.delivered_fps = 0.0  # frames/s turned around over the last sample
         self._ages: deque[float] = deque(maxlen=120)
         self._paths: deque[float] = deque(maxlen=64)
+        self._losses: deque[float] = deque(maxlen=64)
         self.calls = 0
         self.cap: int | None = None  # the working side's upper bound now (None: as requested)
         self._changed_at = -math.inf
@@ -189,6 +192,11 @@ class CapacityModel:
         with self._lock:
             self._paths.append(excess_ms)
 
+    def path_loss(self, fraction: float) -> None:
+        """A viewer's receiver report: the fraction of our packets it lost lately (event loop, about once a second)."""
+        with self._lock:
+            self._losses.append(fraction)
+
     def calls_changed(self, calls: int) -> None:
         with self._lock:
             old, self.calls = self.calls, calls
@@ -202,6 +210,7 @@ class CapacityModel:
                 self._changed_at = -math.inf
                 self._ages.clear()
                 self._paths.clear()
+                self._losses.clear()
             self.version += 1
 
     def sample(self) -> None:
@@ -236,6 +245,10 @@ class CapacityModel:
                 paths = sorted(self._paths)  # the typical call's round-trip growth, not one outlier's
                 signals.append((paths[len(paths) // 2], self.options.path_target_ms))
                 self._paths.clear()
+            if self._losses:
+                losses = sorted(self._losses)
+                signals.append((losses[len(losses) // 2], self.options.loss_target))
+                self._losses.clear()
             self.version += 1
         if side is not None and self.calls:
             self._guard(signals, side, now)

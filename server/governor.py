@@ -129,9 +129,13 @@ class CallGovernor:
             relay.max_fps = share
 
     def _path_delay(self, network: dict[str, Any]) -> None:
-        """Feed the capacity guard this call's round trip above its least (queueing on the way out)."""
-        rtt = (network.get("remote") or {}).get("round_trip_ms")
+        """Feed the capacity guard what the viewer's receiver reports say: this call's round trip above its least
+        (queueing on the way out, or in a viewer too busy to read its socket) and the fraction of packets lost."""
+        remote = network.get("remote") or {}
+        rtt = remote.get("round_trip_ms")
         if rtt is None:
             return
         self._min_rtt_ms = min(self._min_rtt_ms, rtt)
         self.capacity.path_delay(rtt - self._min_rtt_ms)
+        # aiortc's `fractionLost` is the receiver report's 8-bit field (lost / 256), passed on as it is
+        self.capacity.path_loss(float(remote.get("fraction_lost") or 0.0) / 256.0)
