@@ -12,10 +12,12 @@ What is measured while the server runs:
   together may send `limit_fps` frames a second, a rate limit run as congestion control runs one. It
   starts low (`start_fps` for the first call, `min_fps` more for each that joins: a slow start); when
   frames wait — queued before they reach us (TransitDelay), or in the inbox — longer than a step should
-  make them, or when the calls' RTCP round trips grow above their least (queueing towards or inside the
-  viewers), it is cut to 0.8 × what was turned around in that second (a cut of what actually flows
-  bites at once, however far off the bounds above are); while both are clearly fresh and the calls use
-  it, it grows by 10 % a second up to the bounds above. A cut counts as a measurement of the device
+  make them, when the calls' RTCP round trips grow above their least (queueing towards or inside the
+  viewers), or when the viewers report heavy loss — two seconds in a row, or twice over once — it is cut
+  to 0.8 × what was turned around in that second (a cut of what actually flows bites at once, however
+  far off the bounds above are), but not below `min_fps` a call while the working side can still step
+  down (the size gives first); while the signals are clearly fresh and the calls use it, it grows by
+  10 % a second up to the bounds above. A cut counts as a measurement of the device
   (working side, admission) for `fresh_s`; the slow start does not. It is dropped when the server empties.
 
 What it decides:
@@ -74,7 +76,7 @@ class CapacityOptions:
     loss_target: float = 0.10  # so does a loss fraction above this in the viewers' receiver reports (a receiver
     # too starved to read its socket drops packets; a lossy radio's 1-2 % is not congestion)
     wait_target_ms: float = 150.0  # frames waiting longer than this plus one step (queued before the server,
-    # or in the inbox) make the guard cut capacity
+    # or in the inbox), two samples in a row or twice as long once, make the guard cut capacity
     ewma: float = 0.2  # weight of a new step-time sample
     start_fps: float = 12.0  # the first call's share before the guard has seen how calls fare (a slow start)
     cores: int = 0  # 0 = the cores this process may run on
@@ -150,6 +152,7 @@ class CapacityModel:
         self.limit_fps: float | None = None  # total frames/s the latency guard allows, at `_limit_side` px
         self._limit_side: int | None = None  # None: not tied to a side yet (the slow start)
         self._cut_at = -math.inf  # when the guard last cut (then its limit is a measurement of the device)
+        self._over = 0  # samples in a row whose signals were over their targets
         self.delivered_fps = 0.0  # frames/s turned around over the last sample
         self._ages: deque[float] = deque(maxlen=120)
         self._paths: deque[float] = deque(maxlen=64)
@@ -260,16 +263,26 @@ class CapacityModel:
         allowed = self._limit_at(side)
         if unlimited is None or allowed is None:
             return
-        if any(value > target for value, target in signals):
-            severe = any(value > 2 * target for value, target in signals)
+        over = any(value > target for value, target in signals)
+        severe = any(value > 2 * target for value, target in signals)
+        self._over = self._over + 1 if over else 0
+        if over and (severe or self._over >= 2):  # a queue that stays (one late second is noise), or a deep one
             if now - self._cut_at < CUT_HOLD_S and not severe:
                 return  # the queue a cut left takes a moment to drain: do not cut again for the same one
             flowing = self.delivered_fps if self.delivered_fps > 0 else allowed
             cut = 0.8 * min(flowing, allowed)
-            self.limit_fps, self._limit_side, self._cut_at = max(float(self.calls), cut), side, now
+            self.limit_fps, self._limit_side, self._cut_at = max(self._floor(side), cut), side, now
         elif signals and all(value < 0.4 * target for value, target in signals) and self.delivered_fps > 0.6 * allowed:
             # clearly fresh, and the calls use what they may: probe upwards slowly (latency stays flat)
             self.limit_fps, self._limit_side = min(allowed * 1.1, max(allowed, unlimited)), side
+
+    def _floor(self, side: int) -> float:
+        """The guard cuts no lower than `min_fps` a call while the working side can still step down (then the size
+        gives first); at the smallest side (or with maintain-resolution) the frame rate falls, to 1 fps a call."""
+        top = self.requested_side or side
+        if self.options.degradation != "maintain-resolution" and side > self.smallest_side(top):
+            return self.calls * self.options.min_fps
+        return float(self.calls)
 
     def _limit_at(self, side: int) -> float | None:
         """The guard's limit expressed at `side` px (the callers' hidden costs scale with pixels too: a guess)."""

@@ -114,6 +114,32 @@ def test_round_trip_growth_cuts_capacity_like_waiting_frames():
     assert capacity.limit_fps is None  # an empty server starts afresh
 
 
+def test_one_late_second_is_noise_and_the_size_gives_before_the_frame_rate():
+    capacity, clock = model(min_fps=8.0)
+    capacity.calls_changed(1)
+
+    def second(age_ms: float, frames: int = 12) -> None:
+        for _ in range(frames):
+            side = capacity.working_side(512)
+            capacity.step_done(engine="passthrough", side=side, steps=1, batch=1, step_ms=2.0, requested=512)
+            capacity.frame_age(age_ms)
+        clock.t += 1.0
+        capacity.sample()
+
+    second(10.0)
+    assert capacity.limit_fps == pytest.approx(12.0 * 1.1)  # the slow start grows while frames are fresh
+    second(250.0)  # over the 152 ms target, once: noise (another program's burst), no cut
+    assert capacity.limit_fps == pytest.approx(12.0 * 1.1)
+    before = capacity.limit_fps
+    second(250.0)  # twice in a row: a queue that stays
+    assert capacity.limit_fps < before
+    for _ in range(10):
+        second(250.0)
+    # the guard never asked for less than 8 fps while the size could give; the working side stepped down instead
+    assert capacity.working_side(512) < 512
+    assert capacity.share(1, side=capacity.working_side(512)) >= 8.0
+
+
 def test_admission_floor():
     capacity, _ = model(min_fps=8.0, max_calls=50)
     assert capacity.room(0) == 50  # an empty server always admits
