@@ -15,9 +15,10 @@ What is measured while the server runs:
   make them, when the calls' RTCP round trips grow above their least (queueing towards or inside the
   viewers), or when the viewers report heavy loss — two seconds in a row, or twice over once — it is cut
   to 0.8 × what was turned around in that second (a cut of what actually flows bites at once, however
-  far off the bounds above are), but not below `min_fps` a call while the working side can still step
-  down (the size gives first); while the signals are clearly fresh and the calls use it, it grows by
-  10 % a second up to the bounds above. A cut counts as a measurement of the device
+  far off the bounds above are; never below 1 fps a call); when that leaves the calls below the target,
+  the working side steps down at once, and the limit is carried to the smaller side by pixel count;
+  while the signals are clearly fresh and the calls use it, it grows by 10 % a second up to the bounds
+  above. A cut counts as a measurement of the device
   (working side, admission) for `fresh_s`; the slow start does not. It is dropped when the server empties.
 
 What it decides:
@@ -271,18 +272,10 @@ class CapacityModel:
                 return  # the queue a cut left takes a moment to drain: do not cut again for the same one
             flowing = self.delivered_fps if self.delivered_fps > 0 else allowed
             cut = 0.8 * min(flowing, allowed)
-            self.limit_fps, self._limit_side, self._cut_at = max(self._floor(side), cut), side, now
+            self.limit_fps, self._limit_side, self._cut_at = max(float(self.calls), cut), side, now
         elif signals and all(value < 0.4 * target for value, target in signals) and self.delivered_fps > 0.6 * allowed:
             # clearly fresh, and the calls use what they may: probe upwards slowly (latency stays flat)
             self.limit_fps, self._limit_side = min(allowed * 1.1, max(allowed, unlimited)), side
-
-    def _floor(self, side: int) -> float:
-        """The guard cuts no lower than `min_fps` a call while the working side can still step down (then the size
-        gives first); at the smallest side (or with maintain-resolution) the frame rate falls, to 1 fps a call."""
-        top = self.requested_side or side
-        if self.options.degradation != "maintain-resolution" and side > self.smallest_side(top):
-            return self.calls * self.options.min_fps
-        return float(self.calls)
 
     def _limit_at(self, side: int) -> float | None:
         """The guard's limit expressed at `side` px (the callers' hidden costs scale with pixels too: a guess)."""
@@ -441,7 +434,8 @@ class CapacityModel:
         target = self.target_fps()
         i = ladder.index(current)
         with self._lock:
-            measured_since_change = self._since_change[current] >= TRUSTED_SAMPLES
+            # a new side's step time is trusted after a few steps; a queue the guard just cut for needs no wait
+            measured_since_change = self._since_change[current] >= TRUSTED_SAMPLES or self._cut_at >= self._changed_at
         if here.fps < target * self.options.down_below and i + 1 < len(ladder) and measured_since_change:
             chosen = ladder[-1]
             for side in ladder[i + 1 :]:
