@@ -363,9 +363,12 @@ class CapacityModel:
         got = self._step_estimate(side, batch)
         return None if got is None else got[0]
 
-    def estimate(self, calls: int, side: int | None = None, limited: bool = True) -> Estimate | None:
-        """Frames per second each of `calls` calls gets at `side` px (default: the working side now); `limited`:
-        within the latency guard's limit."""
+    def estimate(
+        self, calls: int, side: int | None = None, limited: bool = True, always_limited: bool = False
+    ) -> Estimate | None:
+        """Frames per second each of `calls` calls gets at `side` px (default: the working side now). `limited`:
+        within the latency guard's limit when it cut lately (then it is a measurement); `always_limited`: within
+        it anyway (stepping up: the slow start and the rate probed since are what is known to flow)."""
         calls = max(1, calls)
         side = side or self._default_side()
         if side is None:
@@ -380,7 +383,7 @@ class CapacityModel:
             cpu_bound = self.cores * self.options.target_utilisation * 1000.0 / max(cpu[0], 0.01)
             if cpu_bound < total:
                 total, fresh = cpu_bound, fresh and cpu[1]
-        allowed = self._limit_at(side) if limited and self._congested() else None
+        allowed = self._limit_at(side) if always_limited or (limited and self._congested()) else None
         if allowed is not None and allowed < total:
             total, fresh = allowed, side == self._limit_side  # measured by the calls here and now
         return Estimate(total / calls, calls, side, fresh)
@@ -445,7 +448,7 @@ class CapacityModel:
                     break
             self._set_cap(chosen, top, now)
         elif i > 0 and now - self._changed_at >= self.options.dwell_s:
-            up = self.estimate(self.calls, ladder[i - 1])
+            up = self.estimate(self.calls, ladder[i - 1], always_limited=True)
             if up is not None and up.fps >= target * self.options.up_headroom:
                 self._set_cap(ladder[i - 1], top, now)
 

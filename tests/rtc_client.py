@@ -8,8 +8,11 @@ How it compares with a browser on a phone or laptop (the load it puts on this ma
 - like a browser, it encodes every frame it sends (aiortc's libvpx/libx264, software, in the loop's
   executor) at the rate and size the server's `send` hint asks for (`maxFramerate`,
   `scaleResolutionDownBy`), and decodes every frame it receives (aiortc's decoder thread);
-- with `render=True` (the default) it also converts every decoded frame to RGB, as a browser's
-  compositor converts each frame it shows;
+- with `render=True` (the default) it also shows frames as a browser does: a renderer of its own (one
+  thread per caller, like a compositor) converts the newest decoded frame to RGB whenever it is free; a
+  frame decoded while it is busy is replaced by the next one (a browser renders the newest frame at
+  each refresh and never queues decoded frames). `frames_received` counts frames shown, `frames_decoded`
+  all of them;
 - lighter than a browser: no camera capture, no display or compositing, no playout delay in a
   jitter buffer (aiortc hands a frame on when its last packet arrives), no audio processing;
 - heavier than many browsers: every caller of a test runs in one Python process (one GIL, one
@@ -24,6 +27,7 @@ import fractions
 import functools
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,7 +172,11 @@ class RtcClient:
         self.pc = RTCPeerConnection(self.rtc_config or RTCConfiguration(iceServers=[]))
         self.video = PatternVideoTrack(self.fps, caller=self.caller)
         self.frames: list[Received] = []
-        self.frames_received = 0
+        self.frames_received = 0  # frames shown (rendered; without `render`, every frame decoded)
+        self.frames_decoded = 0
+        self._newest: VideoFrame | None = None
+        self._decoded = asyncio.Event()
+        self._renderer: ThreadPoolExecutor | None = None
         self.messages: asyncio.Queue[dict] = asyncio.Queue()
         self.all_messages: list[dict] = []
         self._tasks: list[asyncio.Task] = []
@@ -198,6 +206,9 @@ class RtcClient:
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "video":
                 self._tasks.append(asyncio.create_task(self._read_video(track)))
+                if self.render:
+                    self._renderer = ThreadPoolExecutor(1, thread_name_prefix="rtc-client-render")
+                    self._tasks.append(asyncio.create_task(self._render()))
 
         await self.pc.setLocalDescription(await self.pc.createOffer())
         body: dict[str, Any] = {"sdp": self.pc.localDescription.sdp, "type": "offer"}
@@ -218,10 +229,28 @@ class RtcClient:
         with contextlib.suppress(MediaStreamError):
             while True:
                 frame = await track.recv()
-                rgb = await asyncio.to_thread(frame.to_ndarray, format="rgb24") if self.render else None
-                self.frames_received += 1
-                self.frames.append(Received(frame, time.monotonic(), rgb))
-                del self.frames[: -self.keep_frames]
+                self.frames_decoded += 1
+                if self.render:
+                    self._newest = frame
+                    self._decoded.set()
+                    continue
+                self._shown(Received(frame, time.monotonic()))
+
+    def _shown(self, received: Received) -> None:
+        self.frames_received += 1
+        self.frames.append(received)
+        del self.frames[: -self.keep_frames]
+
+    async def _render(self) -> None:
+        """Show the newest decoded frame whenever the renderer is free (frames decoded meanwhile are skipped)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._decoded.wait()
+            self._decoded.clear()
+            frame, self._newest = self._newest, None
+            if frame is not None:
+                rgb = await loop.run_in_executor(self._renderer, functools.partial(frame.to_ndarray, format="rgb24"))
+                self._shown(Received(frame, time.monotonic(), rgb))
 
     async def wait_frames(self, count: int, timeout: float = 30.0) -> None:
         target = self.frames_received + count
@@ -258,4 +287,6 @@ class RtcClient:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._renderer is not None:
+            self._renderer.shutdown(wait=False)
         await self.pc.close()

@@ -154,16 +154,18 @@ def test_admission_floor():
 
 
 def simulate(capacity: CapacityModel, clock: Clock, seconds: int, cost, requested: int = 512, calls: int = 1) -> list:
-    """`seconds` of a device whose step costs `cost(side, batch)` ms, at the working side the model picks; the
-    calls ask for `requested` px. Returns the working side after each second."""
+    """`seconds` of calls that send what they are asked (their share) to a device whose step costs `cost(side,
+    batch)` ms, at the working side the model picks; frames never wait long (no hidden load). The calls ask for
+    `requested` px. Returns the working side after each second."""
     sides = []
     capacity.calls_changed(calls)
     for _ in range(seconds):
         side = capacity.working_side(requested)
         ms = cost(side, calls)
-        steps = max(1, int(1000 / ms))
-        for _ in range(min(steps, 10)):
+        steps = max(1, min(int(capacity.share(side=side)), int(1000 / ms)))
+        for _ in range(steps):
             capacity.step_done(engine="style", side=side, steps=1, batch=calls, step_ms=ms, requested=requested)
+            capacity.frame_age(10.0)
         clock.t += 1.0
         clock.cpu += 0.3  # a light CPU load: the device thread bounds
         capacity.sample()
