@@ -16,7 +16,7 @@ What is measured while the server runs:
   viewers), or when the viewers report heavy loss — two seconds in a row, or twice over once — it is cut
   to 0.8 × what was turned around in that second (a cut of what actually flows bites at once, however
   far off the bounds above are; never below 1 fps a call); when that leaves the calls below the target,
-  the working side steps down at once, and the limit is carried to the smaller side by pixel count;
+  the working side steps down at once, and the limit is carried to the smaller side in proportion;
   while the signals are clearly fresh and the calls use it, it grows by 10 % a second up to the bounds
   above. A cut counts as a measurement of the device
   (working side, admission) for `fresh_s`; the slow start does not. It is dropped when the server empties.
@@ -278,12 +278,14 @@ class CapacityModel:
             self.limit_fps, self._limit_side = min(allowed * 1.1, max(allowed, unlimited)), side
 
     def _limit_at(self, side: int) -> float | None:
-        """The guard's limit expressed at `side` px (the callers' hidden costs scale with pixels too: a guess)."""
+        """The guard's limit carried to `side` px: in proportion to the side, not to the pixel count (a guess on the
+        safe side: what it stands for — the callers' encoders, decoders, their event loops — has a cost per frame
+        that does not shrink with the picture)."""
         if self.limit_fps is None:
             return None
         if self._limit_side is None:
             return self.limit_fps
-        return self.limit_fps * (self._limit_side / side) ** 2
+        return self.limit_fps * self._limit_side / side
 
     def _congested(self) -> bool:
         """Whether the guard cut within `fresh_s`: its limit then measures what the device and the callers take."""

@@ -119,6 +119,9 @@ class PatternVideoTrack(MediaStreamTrack):
         delay = self._next - now
         if delay > 0:
             await asyncio.sleep(delay)
+        # A camera captures on its own clock: when the sender comes late for a frame (its encoder or this loop
+        # busy), the newest frame was captured at most one interval ago, and its age counts from then.
+        captured = max(self._next, time.monotonic() - 1.0 / self.fps)
         self._next = max(self._next + 1.0 / self.fps, time.monotonic() - 1.0 / self.fps)  # fps may change live
         frame_id = self.frame_id(self._count)
         if self.image is not None:
@@ -126,9 +129,9 @@ class PatternVideoTrack(MediaStreamTrack):
         else:
             rgb = pattern_frame(frame_id, self.width, self.height, self.scale)
         frame = VideoFrame.from_ndarray(rgb, format="rgb24")
-        frame.pts = int((time.monotonic() - self._epoch) * 90000)  # capture time: fps may change live
+        frame.pts = int((captured - self._epoch) * 90000)  # capture time: fps may change live
         frame.time_base = fractions.Fraction(1, 90000)
-        self.sent_at[frame_id] = time.monotonic()
+        self.sent_at[frame_id] = captured
         self._count += 1
         return frame
 
