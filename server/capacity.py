@@ -50,6 +50,11 @@ SIDE_STEP = 64
 MIN_WORKING_SIDE = 192
 
 
+def _p95(values: deque[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+
+
 def usable_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -155,7 +160,7 @@ class CapacityModel:
         self._cut_at = -math.inf  # when the guard last cut (then its limit is a measurement of the device)
         self._over = 0  # samples in a row whose signals were over their targets
         self.delivered_fps = 0.0  # frames/s turned around over the last sample
-        self._ages: deque[float] = deque(maxlen=120)
+        self._ages: dict[Any, deque[float]] = {}  # per call: how long its processed frames waited
         self._paths: deque[float] = deque(maxlen=64)
         self._losses: deque[float] = deque(maxlen=64)
         self.calls = 0
@@ -185,10 +190,10 @@ class CapacityModel:
             self._frames += batch
             self._frames_by_side[side] += batch
 
-    def frame_age(self, age_ms: float) -> None:
-        """How long a processed frame waited before its step began (event loop)."""
+    def frame_age(self, age_ms: float, call: Any = None) -> None:
+        """How long a processed frame of `call` (any key) waited before its step began (event loop)."""
         with self._lock:
-            self._ages.append(age_ms)
+            self._ages.setdefault(call, deque(maxlen=120)).append(age_ms)
 
     def path_delay(self, excess_ms: float) -> None:
         """A call's RTCP round trip above the least it has had (event loop, about once a second): queueing on
@@ -240,10 +245,11 @@ class CapacityModel:
             step = self._measured_step(side, max(1, self.calls)) if side else None
             # (measured, target) pairs; a frame may wait up to a whole step in the inbox
             signals: list[tuple[float, float]] = []
-            if len(self._ages) >= 5:
-                ages = sorted(self._ages)
-                p95 = ages[min(len(ages) - 1, int(0.95 * len(ages)))]
-                signals.append((p95, self.options.wait_target_ms + (step or 0.0)))
+            # each call's p95, then the typical call's: one sender that queues its own frames (say, one that ignores
+            # `send` and overloads itself) must not cut everyone's rate; a machine short of CPU delays them all
+            per_call = sorted(_p95(ages) for ages in self._ages.values() if len(ages) >= 3)
+            if per_call and sum(len(a) for a in self._ages.values()) >= 5:
+                signals.append((per_call[len(per_call) // 2], self.options.wait_target_ms + (step or 0.0)))
                 self._ages.clear()
             if self._paths:
                 paths = sorted(self._paths)  # the typical call's round-trip growth, not one outlier's
