@@ -84,7 +84,7 @@ class CapacityOptions:
     wait_target_ms: float = 150.0  # frames waiting longer than this plus one step (queued before the server,
     # or in the inbox), two samples in a row or twice as long once, make the guard cut capacity
     ewma: float = 0.2  # weight of a new step-time sample
-    start_fps: float = 12.0  # the first call's share before the guard has seen how calls fare (a slow start)
+    start_fps: float = 20.0  # the first call's share before the guard has seen how calls fare (a slow start)
     cores: int = 0  # 0 = the cores this process may run on
     degradation: str = "balanced"  # --degradation
     max_calls: int = 8  # --max-sessions: `room` never goes past it

@@ -34,8 +34,10 @@ class Clock:
 
 
 def model(**options) -> tuple[CapacityModel, Clock]:
+    """A model on a fake clock: 2 cores, the first call's slow start at 12 fps (the numbers below use it)."""
     clock = Clock()
-    return CapacityModel(CapacityOptions(cores=2, **options), clock=clock.wall, cpu_clock=clock.cpu_time), clock
+    options = {"cores": 2, "start_fps": 12.0, **options}
+    return CapacityModel(CapacityOptions(**options), clock=clock.wall, cpu_clock=clock.cpu_time), clock
 
 
 def test_share_follows_the_measured_step_and_the_calls():
