@@ -108,7 +108,7 @@ async def test_auto_negotiates_the_cheaper_codec_and_pays_less_to_encode_than_h2
     assert info["picked"] == "vp8", info  # software encoders (aiortc's libvpx, libx264) here: VP8 is cheaper
     assert "cheapest to encode here" in info["reason"]
     assert get(auto.base, "/api/ice")["videoCodec"] == "vp8"
-    assert "video encode cost" in auto.log_text()
+    assert "video codec: vp8 (--video-codec auto: cheapest to encode here" in auto.log_text()
     assert measured_choice(h264.base)["picked"] == "h264"
     assert get(h264.base, "/api/ice")["videoCodec"] == "h264"
     # both calls at once, so load from other work on this machine hits both alike

@@ -195,8 +195,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def _measure_encoders(app: web.Application) -> None:
-    """Start measuring the video encoders on the codec thread (server/codec_cost.py; once per process)."""
-    PROBE.start(app[STATE].workers.codec)
+    """Start measuring the video encoders on the codec thread (server/codec_cost.py; once per process); log the pick."""
+    choice = app[STATE].config.video_codec
+
+    def picked(_) -> None:
+        described = codecs.describe(choice)
+        log.info("video codec: %s (--video-codec %s: %s)", described["picked"], choice, described["reason"])
+
+    PROBE.start(app[STATE].workers.codec).add_done_callback(picked)
 
 
 def setup(app: web.Application) -> None:
