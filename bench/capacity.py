@@ -260,13 +260,14 @@ def main() -> None:
     parser.add_argument("--call-seconds", type=float, default=20.0)
     parser.add_argument("--no-runner", action="store_true", help="skip part 1 (the device runner sweep)")
     parser.add_argument("--before", type=Path, help="an older tree whose server part 2 also runs (same run)")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "capacity.json")
     args = parser.parse_args()
     results: dict = {"device": device_name(args.device), "load_at_start": load_avg()}
     if not args.no_runner:
         results["runner"] = asyncio.run(runner_sweep(args))
     if not args.no_calls and args.device == "cpu":
         results["calls"] = asyncio.run(calls_run(args.call_seconds, args.before))
-    out = REPO / "bench" / "results" / "capacity.json"
+    out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     print(f"device: {results['device']}; wrote {out}")
