@@ -10,16 +10,16 @@ What is measured while the server runs:
   target utilisation;
 - a latency guard for load this process cannot see (the callers' own CPU, other programs): the calls
   together may send `limit_fps` frames a second, a rate limit run as congestion control runs one. It
-  starts low (`start_fps` for the first call, `min_fps` more for each that joins: a slow start); when
-  frames wait — queued before they reach us (TransitDelay), or in the inbox — longer than a step should
-  make them, when the calls' RTCP round trips grow above their least (queueing towards or inside the
-  viewers), or when the viewers report heavy loss — two seconds in a row, or twice over once — it is cut
-  to 0.8 × what was turned around in that second (a cut of what actually flows bites at once, however
-  far off the bounds above are; never below 1 fps a call); when that leaves the calls below the target,
-  the working side steps down at once, and the limit is carried to the smaller side in proportion;
-  while the signals are clearly fresh and the calls use it, it grows by 10 % a second up to the bounds
-  above. A cut counts as a measurement of the device
-  (working side, admission) for `fresh_s`; the slow start does not. It is dropped when the server empties.
+  starts low (`start_fps` for the first call, `min_fps` more for each that joins: a slow start). It is
+  cut to 0.8 × what was turned around in that second (a cut of what actually flows bites at once,
+  however far off the bounds above are; never below 1 fps a call) when the typical call's frames wait —
+  queued before they reach us (TransitDelay), or in the inbox — longer than a step should make them,
+  when the typical call's RTCP round trip grows above its least (queueing towards or inside the viewers),
+  or when the viewers report heavy loss: two seconds in a row, or twice over once. When that leaves the
+  calls below the target, the working side steps down at once (the limit carried to the smaller side in
+  proportion). While the signals are clearly fresh and the calls use it, it grows by 10 % a second up
+  to the bounds above. A cut counts as a measurement of the device (working side, admission) for
+  `fresh_s`; the slow start does not. It is dropped when the server empties.
 
 What it decides:
 - the working side (`--degradation`): when the calls cannot get `min_fps` at the requested frame size
@@ -27,12 +27,11 @@ What it decides:
   of 64, never below 192 — and back up one step when the next size up is predicted at `up_headroom` ×
   the target and `dwell_s` has passed since the last change (hysteresis: no flapping);
   `maintain-resolution` keeps the size and lets the frame rate fall;
-- each call's share, `share()`: the calls split the smaller bound evenly;
+- each call's share, `share()`: the calls split the smaller bound evenly, within the guard's limit;
 - `room(calls)`: how many more calls fit. An empty server always takes one; a full one is one where
-  the calls present plus one would get less than `min_fps` (with a margin, `admit_margin`: estimates err)
-  even at the smallest working side, judged
-  only on figures measured at that side, engine and step count within `fresh_s` — an estimate from
-  another size or from long ago never refuses a call on its own.
+  the calls present plus one would get less than `min_fps` (with a margin, `admit_margin`: estimates
+  err) even at the smallest working side, judged only on figures measured at that side, engine and step
+  count within `fresh_s` — an estimate from another size or from long ago never refuses a call on its own.
 """
 
 from __future__ import annotations
@@ -108,7 +107,7 @@ class CapacityOptions:
         return cls(
             min_fps=config.min_fps,
             cores=config.cpu_cores,
-            degradation=getattr(config, "degradation", "balanced"),
+            degradation=config.degradation,
             max_calls=config.max_sessions,
         )
 
