@@ -112,6 +112,7 @@ class CapacityOptions:
         )
 
 
+FRESH = 0.25  # signals below this fraction of their targets are "clearly fresh": the rate may grow
 CUT_HOLD_S = 2.0  # after a cut, only a queue twice the target cuts again within this time
 TRUSTED_SAMPLES = 3  # a step time seen this often is trusted over a single (possibly cold or jittered) one
 
@@ -281,7 +282,8 @@ class CapacityModel:
             flowing = self.delivered_fps if self.delivered_fps > 0 else allowed
             cut = 0.8 * min(flowing, allowed)
             self.limit_fps, self._limit_side, self._cut_at = max(float(self.calls), cut), side, now
-        elif signals and all(value < 0.4 * target for value, target in signals) and self.delivered_fps > 0.6 * allowed:
+        fresh = signals and all(value < FRESH * target for value, target in signals)
+        if not over and fresh and self.delivered_fps > 0.6 * allowed:
             # clearly fresh, and the calls use what they may: probe upwards slowly (latency stays flat)
             self.limit_fps, self._limit_side = min(allowed * 1.1, max(allowed, unlimited)), side
 

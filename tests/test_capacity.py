@@ -424,12 +424,12 @@ async def baseline_p95(base: str) -> float:
 
 def assert_flat_fair_and_apart(s: dict, alone_p95: float) -> None:
     """The guard's promise, as ratios against this run (other work shares this machine's cores): no cross-talk; the
-    round trip flat (last 5 s against the first) and within a few times one caller's alone; each caller gets about
-    what the server asked it to send; nobody starved. The absolute goals (p95 <= 500 ms, >= 6 fps each) are what
-    bench/capacity.py reports with the machine's load."""
+    round trip flat (last 5 s against the first) and its p95 within the issue's 500 ms, or within 4 x one caller's
+    alone on the same server + 150 ms when the machine is that slow; each caller gets about what the server asked
+    it to send; nobody starved. The goal of >= 6 fps each is what bench/capacity.py reports with the load."""
     assert s["foreign_frames"] == 0, s
     assert s["last5s_p95_ms"] <= 1.25 * s["first5s_p95_ms"] + 60, s
-    assert s["rtt_p95_ms"] <= 4 * alone_p95 + 150, (s, alone_p95)
+    assert s["rtt_p95_ms"] <= max(500.0, 4 * alone_p95 + 150), (s, alone_p95)
     assert s["fairness"] >= 0.8, s
     for got, asked in zip(s["fps_per_caller"], s["asked_fps_per_caller"], strict=True):
         assert got >= 0.7 * asked, s
