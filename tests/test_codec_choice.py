@@ -14,6 +14,8 @@ import re
 import time
 import urllib.request
 
+import pytest
+
 from server import codecs
 from server.codec_cost import EncodeCost, EncodeCostProbe, clip
 from tests.rtc_client import PatternVideoTrack, RtcClient
@@ -118,3 +120,19 @@ async def test_auto_negotiates_the_cheaper_codec_and_pays_less_to_encode_than_h2
     assert codecs_used == ["VP8", "H264"]
     assert auto_frames >= 30 and h264_frames >= 30
     assert auto_ms < h264_ms  # what auto picked costs the server less per frame than H.264 (same run)
+
+
+@pytest.mark.browser
+def test_the_page_and_the_server_agree_on_the_cheaper_codec_in_chromium(camera_chromium, start_server):
+    """Default flags: the page reads `videoCodec` from /api/ice and prefers it; Chromium sends and receives VP8."""
+    from tests.test_network_browser import open_page, wait_playing
+
+    server = start_server()
+    measured_choice(server.base)
+    context, page = open_page(camera_chromium, server.base)
+    try:
+        page.click("#start")
+        stats = wait_playing(page)
+        assert stats["inCodec"] == "video/VP8" and stats["outCodec"] == "video/VP8", stats
+    finally:
+        context.close()
