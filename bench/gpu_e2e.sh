@@ -2,7 +2,9 @@
 # End to end on a lent GPU: the real server (full-size SD-Turbo architecture, random weights, fp16, 512², 1 step,
 # torch.compile reduce-overhead, batched device steps), then N = 1, 2, 4, 8 aiortc callers on the same machine;
 # per-call fps and round trip, printed beside the engine-only figures (bench/capacity.py) of the same run.
-# About 6-9 minutes. NOT RUN YET: no GPU was lent to the session that wrote it.
+# About 6-9 minutes. NOT RUN YET: no GPU was lent to the sessions that wrote it. The server runs with the
+# defaults (--video-codec auto: the encoder measured cheapest; --degradation balanced: the working side steps
+# down only below --min-fps, here 1); its /healthz capacity (working_side, room) is printed after the calls.
 #
 #   bash bench/gpu_e2e.sh          # on the GPU machine (carry .whl); JSON + logs go to $OUT
 #   bash bench/gpu_e2e.sh --dry    # here, on CPU: the same steps with the tiny model at 128²
@@ -72,7 +74,7 @@ fi
 echo "== engine only: batched vs round-robin on one device runner"
 timeout 300 python3 bench/capacity.py --engines tiny $([ "$MODEL" = full-size ] && echo --full-size) \
   --device "$DEVICE" --size "$SIZE" --calls "${CALLS[@]}" --seconds 6 --no-calls "${ACCEL[@]}" \
-  > "$OUT/e2e-engine.log" 2>&1
+  --out "$OUT/e2e-engine.json" > "$OUT/e2e-engine.log" 2>&1
 grep -E "^tiny|device:" "$OUT/e2e-engine.log"
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -89,4 +91,5 @@ echo "== server: $(curl -fs "http://127.0.0.1:$PORT/healthz")"
 echo "== $SIZE² callers through WebRTC (each honours the server's send hint)"
 timeout 400 python3 bench/e2e_calls.py "http://127.0.0.1:$PORT" --calls "${CALLS[@]}" --seconds "$SECONDS_PER" \
   --size "$SIZE" --json "$OUT/e2e-calls.json" 2>&1 | grep -E "^N="
+echo "== capacity after the calls: $(curl -fs "http://127.0.0.1:$PORT/healthz" | python3 -c 'import json,sys; print(json.load(sys.stdin)["capacity"])')"
 echo "== done in $(( $(date +%s) - started )) s; results in $OUT"

@@ -79,7 +79,19 @@ def add_serve_args(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--ice-server", action="append", default=[], metavar="URL", help="STUN/TURN URL (repeat)")
     serve.add_argument("--max-sessions", type=int, default=8)
     serve.add_argument(
-        "--min-fps", type=float, default=8.0, help="refuse a call that would push every call below this (default 8)"
+        "--min-fps",
+        type=float,
+        default=8.0,
+        help="frames per second each call should keep: below it the working size steps down (--degradation); "
+        "a call that would push the calls below it even at the smallest size is refused (default 8)",
+    )
+    serve.add_argument(
+        "--degradation",
+        default="balanced",
+        choices=["balanced", "maintain-framerate", "maintain-resolution"],
+        help="what gives when the device cannot keep --min-fps at the requested size: the size steps down "
+        "(balanced: to keep --min-fps; maintain-framerate: to keep 30 fps) or the frame rate falls "
+        "(maintain-resolution); default balanced",
     )
     serve.add_argument(
         "--connect-timeout", type=float, default=20.0, help="close a call not connected after this many seconds"

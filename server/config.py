@@ -61,7 +61,8 @@ class ServerConfig:
     turn_ttl_s: int = 24 * 3600  # lifetime of minted TURN credentials
     ice_transport_policy: str = "all"  # "relay": the server and the page use TURN candidates only
     resume_window_s: float = 60.0  # a lost call's state is kept this long for a `resume` offer
-    video_codec: str = "auto"  # auto (H.264 when both sides have it) | vp8 | h264
+    video_codec: str = "auto"  # auto (the cheapest encoder measured here: VP8 in software) | vp8 | h264
+    degradation: str = "balanced"  # balanced | maintain-framerate | maintain-resolution (server/capacity.py)
     max_bitrate: int | None = None  # bits/s cap of the returned video track
     media_ports: list[int] = field(default_factory=list)  # UDP ports for ICE host candidates; [] = any
     # A cluster worker (`speakdraw cluster` starts it; see README "More than one machine")

@@ -237,20 +237,27 @@ class DeviceRunner:
         done = time.monotonic()
         self.steps += 1
         if items:
-            p = items[0][0]
-            self.capacity.step_done(
-                engine=p.engine.name,
-                side=max(p.settings.width, p.settings.height),
-                steps=p.settings.steps,
-                batch=len(items),
-                step_ms=step_ms,
-            )
+            self._report_step([p for p, _ in items], step_ms)
         for (slot, _, _), r in zip(ok, results, strict=True):
             if r is None:
                 continue
             r.done = done
             r.timings_ms["total"] = step_ms
             slot.deliver(r)
+
+    def _report_step(self, pipelines: list[Pipeline], step_ms: float) -> None:
+        """Tell the capacity model what the step cost, keyed by what it worked: the engine, the step count and the
+        longest side frames were worked at (the pipeline's fit step), with the side the calls' settings ask for."""
+        p = pipelines[0]
+        worked = [max(q.last_size) for q in pipelines if q.last_size is not None]
+        self.capacity.step_done(
+            engine=p.engine.name,
+            side=max(worked) if worked else max(p.settings.width, p.settings.height),
+            steps=p.settings.steps,
+            batch=len(pipelines),
+            step_ms=step_ms,
+            requested=max(max(q.settings.width, q.settings.height) for q in pipelines),
+        )
 
     def shutdown(self, timeout: float = 2.0) -> None:
         """Stop after the step in flight (at most `timeout` s is waited for it)."""

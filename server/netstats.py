@@ -35,7 +35,8 @@ async def summary(pc: RTCPeerConnection) -> dict[str, Any]:
             rtt = stats.roundTripTime  # None until the first RTCP round trip
             out["remote"] = {
                 "packets_lost": max(0, int(stats.packetsLost or 0)),
-                "fraction_lost": round(float(stats.fractionLost or 0.0), 4),
+                # aiortc passes the receiver report's 8-bit field (lost / 256) as it is: made a fraction here
+                "fraction_lost": round(float(stats.fractionLost or 0) / 256.0, 4),
                 "round_trip_ms": round(float(rtt) * 1000.0, 1) if rtt is not None else None,
             }
     return out

@@ -75,6 +75,11 @@ class ResumeStore:
         for sid in [s for s, c in self._lost.items() if now - c.lost_at > self.window_s]:
             del self._lost[sid]
 
+    def __contains__(self, session_id: object) -> bool:
+        """Whether a lost call of that id is kept (admission never refuses its rejoin for capacity)."""
+        self._expire()
+        return session_id in self._lost
+
     def remember(self, session: Any) -> None:
         """Keep a call whose connection failed (not one that hung up)."""
         if self.window_s <= 0:

@@ -25,6 +25,7 @@ from aiortc import MediaStreamTrack, RTCSessionDescription
 
 from server import audio_gate, call_stats, control, ice, negotiation, netstats
 from server.faults import FrameFaults
+from server.governor import CallGovernor
 from server.tasks import TaskSet
 from server.tracks import FrameRelay, TransformedVideoTrack
 from speakdraw.pipeline import Pipeline
@@ -37,9 +38,6 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 20.0
 PIPELINE_CLOSE_WAIT_S = 1.0
-HINT_CHANGE = 0.15  # a share that moved by more than this fraction is sent again
-IGNORE_FACTOR = 1.5  # a sender above hint * this (+ 3 fps) for IGNORE_AFTER_S is ignoring it
-IGNORE_AFTER_S = 3.0
 
 
 class Session:
@@ -64,15 +62,18 @@ class Session:
         self.audio: AudioListener | None = None  # when speech is on and loaded
         self._audio_track: MediaStreamTrack | None = None
         self.faults = FrameFaults(self)
-        self.hint: dict[str, Any] | None = None  # the last `send` message
-        self._over_hint_since: float | None = None
-        self._min_rtt_ms = float("inf")  # the least RTCP round trip of this call so far
+        self.governor = CallGovernor(self, app_state.workers.capacity)  # send hints, working size (server/governor.py)
         self.tasks = TaskSet(f"session {self.id[:8]}")  # every task of this call; close() cancels and awaits them
         self._closing = False
         self.closed = asyncio.Event()
         self.created = time.monotonic()
         self.connect_timeout_s = connect_timeout_s
         self._wire_events()
+
+    @property
+    def hint(self) -> dict[str, Any] | None:
+        """The last `send` message (server/governor.py)."""
+        return self.governor.hint
 
     # ---- wiring -----------------------------------------------------------------------
     def _wire_events(self) -> None:
@@ -130,7 +131,7 @@ class Session:
         self.relay.start()
         self._spawn(self._stats_loop())
         self._spawn(self._watch())
-        self.update_hint()
+        self.governor.update()
         return answer
 
     async def _watch(self) -> None:
@@ -164,7 +165,7 @@ class Session:
         settings = self.pipeline.update(partial).model_dump()
         self.faults.settings_changed()
         if {"width", "height"} & set(partial):
-            self.update_hint(force=True)
+            self.governor.update(force=True)
         return settings
 
     def send(self, message: dict[str, Any]) -> None:
@@ -186,81 +187,17 @@ class Session:
             message = "; ".join(warnings) if warnings else ("ready" if ready else f"loading {engine}")
         return {"type": "status", "engine": engine, "ready": ready, "message": message}
 
-    # ---- back-pressure ----------------------------------------------------------------
-    def update_hint(self, force: bool = False) -> None:
-        """Send `{"type":"send"}` when the call starts and whenever its share of the device moved (calls
-        joined or left, measured costs changed); then check that the sender honours it."""
-        capacity = self.state.workers.capacity
-        share = capacity.share()
-        s = self.pipeline.current
-        side = max(s.width, s.height)
-        old = self.hint
-        if (
-            force
-            or old is None
-            or abs(share - old["max_fps"]) > HINT_CHANGE * old["max_fps"]
-            or old["max_side"] != side
-        ):
-            calls = max(1, capacity.calls)
-            self.hint = {
-                "type": "send",
-                "max_fps": round(share, 1),
-                "max_side": side,
-                "reason": f"{calls} call{'s' if calls > 1 else ''} share this device; frames are made at {side} px",
-            }
-            self.send(self.hint)
-        self._check_sender(share)
-
-    def _check_sender(self, share: float) -> None:
-        p = self.relay
-        if p is None or self.hint is None:
-            return
-        now = time.monotonic()
-        over = p.stats.fps_in.rate() > share * IGNORE_FACTOR + 3.0
-        if not over:
-            self._over_hint_since = None
-            if p.max_fps is not None:
-                p.max_fps = share  # keep its limit at its share
-            return
-        if self._over_hint_since is None:
-            self._over_hint_since = now
-        elif now - self._over_hint_since > IGNORE_AFTER_S and p.max_fps is None:
-            p.max_fps = share
-            log.info(
-                "session %s ignores the send hint (%.1f fps > %.1f): limiting it",
-                self.id[:8],
-                p.stats.fps_in.rate(),
-                share,
-            )
-            self.send(
-                self.status_message(
-                    f"this sender sends {p.stats.fps_in.rate():.0f} fps, above the {share:.0f} fps asked for: "
-                    "the extra frames are dropped"
-                )
-            )
-        elif p.max_fps is not None:
-            p.max_fps = share
-
     def stats_message(self) -> dict[str, Any]:
         return call_stats.stats_message(self)  # server/call_stats.py
 
     async def _stats_loop(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            self.state.workers.capacity.sample()
-            self.update_hint()
+            network = await netstats.summary(self.pc)  # loss both ways (server/netstats.py)
+            self.governor.tick(network)  # capacity, working size, hint, round trip (server/governor.py)
             message = self.stats_message()
-            message["network"] = await netstats.summary(self.pc)  # loss both ways (server/netstats.py)
-            self._path_delay(message["network"])
+            message["network"] = network
             self.send(message)
-
-    def _path_delay(self, network: dict[str, Any]) -> None:
-        """Feed the capacity guard this call's round trip above its least (queueing on the way out)."""
-        rtt = (network.get("remote") or {}).get("round_trip_ms")
-        if rtt is None:
-            return
-        self._min_rtt_ms = min(self._min_rtt_ms, rtt)
-        self.state.workers.capacity.path_delay(rtt - self._min_rtt_ms)
 
     # ---- teardown ---------------------------------------------------------------------
     async def close(self, lost: bool = False) -> None:

@@ -49,7 +49,7 @@ SpeechFactory = Callable[["Session", MediaStreamTrack, Observer | None], "AudioL
 class AppState:
     def __init__(self, config: ServerConfig, workers: DeviceWorkers | None = None) -> None:
         self.config = config
-        self.workers = workers or DeviceWorkers(CapacityOptions(min_fps=config.min_fps, cores=config.cpu_cores))
+        self.workers = workers or DeviceWorkers(CapacityOptions.from_config(config))
         self.sessions: dict[str, Session] = {}
         self.reserved = 0  # offers admitted and still being set up (counted against the limits)
         self.uploads_in_progress = 0  # /api/transcribe uploads decoding or transcribing

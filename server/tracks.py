@@ -201,7 +201,8 @@ class FrameRelay:
     def _on_result(self, result: Processed) -> None:
         """On the event loop, from the runner."""
         # how long the frame waited (queued before us + in the inbox); the step itself is not waiting
-        self.runner.capacity.frame_age(self.stats.last_transit_ms + (result.started - result.arrived) * 1000.0)
+        age_ms = self.stats.last_transit_ms + (result.started - result.arrived) * 1000.0
+        self.runner.capacity.frame_age(age_ms, call=id(self))
         if result.error is not None or result.frame is None:
             self.failing = True
             self.stats.errors += 1

@@ -1,5 +1,10 @@
 """One session's frame pipeline: fit → [RVM matte] → engine → [composite].
 
+The fit step crops and resizes each camera frame to the size the call is worked at: the settings'
+`width`/`height`, or smaller when the server sets `working_side` (its capacity model steps the longest
+side down while the device cannot keep the frame rate at the full size; the settings stay the upper
+bound, and the output comes back at the working size).
+
 `Pipeline(settings).process(rgb_uint8) -> rgb_uint8` works from a notebook with no
 server and no threads. Settings, image-prompt and engine changes are queued by any
 thread (`update`, `set_image_prompt`, `set_engine`) as typed `Change`s and applied in
@@ -43,6 +48,15 @@ class Matting(Protocol):
 
     def alpha_batch(self, items: Sequence[tuple[MattingSession, np.ndarray]]) -> list[np.ndarray]:
         """Each session's matte of its frame, as `session.alpha(frame)` alone would give."""
+
+
+def scaled_to_side(width: int, height: int, side: int | None) -> tuple[int, int]:
+    """(width, height) with the longer side brought down to `side` (None: unchanged), aspect kept, multiples of 8."""
+    longest = max(width, height)
+    if side is None or side >= longest:
+        return width, height
+    scale = side / longest
+    return tuple(max(8, round(v * scale / 8) * 8) for v in (width, height))  # type: ignore[return-value]
 
 
 def fit_frame(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -156,6 +170,9 @@ class Pipeline:
         self.image_prompt: Any | None = None  # the encoded image prompt the frames use (after the next frame)
         self.last_timings_ms: dict[str, float] = {"matte": 0.0, "diffuse": 0.0, "total": 0.0}
         self.frames_processed = 0
+        # The longest side frames are worked at, set by the server from any thread (None: as the settings ask).
+        self.working_side: int | None = None
+        self.last_size: tuple[int, int] | None = None  # (width, height) the newest frame was worked at
         self._closed = False
 
     @property
@@ -246,10 +263,19 @@ class Pipeline:
         if self._matting_session is not None and changed & {"width", "height", "mode"}:
             self._matting_session.reset()
 
+    def working_size(self) -> tuple[int, int]:
+        """The (width, height) the next frame is worked at: the settings' size, or smaller (`working_side`)."""
+        s = self.current
+        return scaled_to_side(s.width, s.height, self.working_side)
+
     def _begin(self, rgb: np.ndarray) -> _Frame:
         self.apply_changes()
         s = self.settings
-        frame = fit_frame(rgb, s.width, s.height)
+        size = scaled_to_side(s.width, s.height, self.working_side)
+        if size != self.last_size and self.last_size is not None and self._matting_session is not None:
+            self._matting_session.reset()  # RVM's memory is of frames of the old size
+        self.last_size = size
+        frame = fit_frame(rgb, *size)
         return _Frame(self, frame, human=s.mode == "human" and self._matting_session is not None)
 
     def process(self, rgb: np.ndarray) -> np.ndarray:

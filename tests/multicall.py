@@ -2,16 +2,18 @@
 
 Each caller stamps its index in the top bits of every frame id it sends (`PatternVideoTrack(caller=i)`);
 every frame it gets back must carry its own index, and its round trip is the time since that id was sent.
+The callers are tests/rtc_client.py's: they encode, decode and (by default) render every frame, in one
+process on this machine (see that module for how they compare with browsers).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
 
 from tests.rtc_client import COUNT_BITS, RtcClient, read_frame_id
 
@@ -29,9 +31,19 @@ class CallerRun:
     received: int = 0
     hints: list[dict] = field(default_factory=list)
     server_ages_ms: list[float] = field(default_factory=list)  # `stats.shown_age_ms`: arrival → handed to sender
+    asked: list[tuple[float, float]] = field(default_factory=list)  # (s since start, fps the camera sends from then)
+    sides: Counter = field(default_factory=Counter)  # long side of the frames received (the working side)
 
     def fps(self, seconds: float) -> float:
         return self.received / seconds
+
+    def asked_fps(self, seconds: float) -> float:
+        """The frame rate this caller's camera sent at over the window, time-weighted (what the server asked for,
+        or the camera's own rate for a caller that ignores `send`)."""
+        if not self.asked:
+            return float("nan")
+        points = [*self.asked, (seconds, self.asked[-1][1])]
+        return sum((b[0] - a[0]) * a[1] for a, b in zip(points, points[1:], strict=False)) / seconds
 
 
 @dataclass
@@ -63,6 +75,8 @@ class MultiRun:
             "server_age_p50_ms": round(_pct([a for c in self.callers for a in c.server_ages_ms], 50), 1),
             "server_age_p95_ms": round(_pct([a for c in self.callers for a in c.server_ages_ms], 95), 1),
             "last_hint_fps": [c.hints[-1]["max_fps"] if c.hints else None for c in self.callers],
+            "asked_fps_per_caller": [round(c.asked_fps(self.seconds), 2) for c in self.callers],
+            "working_sides": dict(sum((c.sides for c in self.callers), Counter())),
         }
 
 
@@ -74,6 +88,7 @@ async def _watch(client: RtcClient, run: CallerRun, start: float, seconds: float
             message = client.messages.get_nowait()
             if message.get("type") == "send":
                 run.hints.append(message)
+                run.asked.append((time.monotonic() - start, client.video.fps))
             elif message.get("type") == "stats" and message.get("shown_age_ms"):
                 run.server_ages_ms.append(float(message["shown_age_ms"]))
         if client.frames_received == seen:
@@ -81,10 +96,8 @@ async def _watch(client: RtcClient, run: CallerRun, start: float, seconds: float
         run.received += client.frames_received - seen
         seen = client.frames_received
         last = client.frames[-1]
-        image = last.image
-        if image.shape[:2] != (client.video.height, client.video.width):  # the server works at another size
-            image = np.asarray(Image.fromarray(image).resize((client.video.width, client.video.height)))
-        frame_id = read_frame_id(image)
+        run.sides[max(last.image.shape[:2])] += 1
+        frame_id = read_frame_id(last.image, sent_width=client.video.width)  # read to scale if worked smaller
         if frame_id >> COUNT_BITS != run.index:
             run.foreign += 1
             continue
@@ -117,6 +130,8 @@ async def run_callers(
         for client in clients:
             client.video.sent_at = {k: v for k, v in client.video.sent_at.items() if k >> COUNT_BITS == client.caller}
         start = time.monotonic()
+        for client, run in zip(clients, runs, strict=True):
+            run.asked.append((0.0, client.video.fps))
         await asyncio.gather(*(_watch(c, r, start, seconds) for c, r in zip(clients, runs, strict=True)))
         return MultiRun(runs, seconds)
     finally:

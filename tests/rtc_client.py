@@ -2,7 +2,21 @@
 
 Each sent frame has a known pattern (coloured quadrants) and its id written as 16 black/white
 blocks along the top, so a received frame can be matched to the one that was sent (round trip),
-even when the server inverted it.
+even when the server inverted it or worked it at a smaller size.
+
+How it compares with a browser on a phone or laptop (the load it puts on this machine):
+- like a browser, it encodes every frame it sends (aiortc's libvpx/libx264, software, in the loop's
+  executor) at the rate and size the server's `send` hint asks for (`maxFramerate`,
+  `scaleResolutionDownBy`), and decodes every frame it receives (aiortc's decoder thread);
+- with `render=True` (the default) it also shows frames as a browser does: a renderer of its own (one
+  thread per caller, like a compositor) converts the newest decoded frame to RGB whenever it is free; a
+  frame decoded while it is busy is replaced by the next one (a browser renders the newest frame at
+  each refresh and never queues decoded frames). `frames_received` counts frames shown, `frames_decoded`
+  all of them;
+- lighter than a browser: no camera capture, no display or compositing, no playout delay in a
+  jitter buffer (aiortc hands a frame on when its last packet arrives), no audio processing;
+- heavier than many browsers: every caller of a test runs in one Python process (one GIL, one
+  event loop) on the server's own cores, and decodes in software where phones use hardware.
 """
 
 from __future__ import annotations
@@ -13,6 +27,7 @@ import fractions
 import functools
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +36,7 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
+from PIL import Image
 
 ID_BITS = 16
 CALLER_BITS = 3
@@ -29,21 +45,27 @@ BLOCK = 32
 QUADRANT_COLOURS = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200], [220, 220, 60]], dtype=np.uint8)
 
 
-def pattern_frame(frame_id: int, width: int = 512, height: int = 512) -> np.ndarray:
-    """Quadrants of known colours; top row: the id's 16 bits as black/white blocks."""
+def pattern_frame(frame_id: int, width: int = 512, height: int = 512, scale: float = 1.0) -> np.ndarray:
+    """Quadrants of known colours; top row: the id's 16 bits as black/white blocks. `scale` < 1: the same
+    picture made smaller (a camera scaled down by the server's `send.max_side`), blocks included."""
+    width, height = max(16, round(width * scale)), max(16, round(height * scale))
     img = np.empty((height, width, 3), np.uint8)
     h2, w2 = height // 2, width // 2
     img[:h2, :w2], img[:h2, w2:], img[h2:, :w2], img[h2:, w2:] = QUADRANT_COLOURS
+    block = max(1, round(BLOCK * scale))
     for bit in range(ID_BITS):
         value = 255 if (frame_id >> bit) & 1 else 0
-        img[:BLOCK, bit * BLOCK : (bit + 1) * BLOCK] = value
+        img[:block, round(bit * BLOCK * scale) : round((bit + 1) * BLOCK * scale)] = value
     return img
 
 
-def read_frame_id(img: np.ndarray, inverted: bool = False) -> int:
+def read_frame_id(img: np.ndarray, inverted: bool = False, sent_width: int = 512) -> int:
+    """The id of a received frame; one smaller than `sent_width` (worked at a smaller size) is read to scale."""
+    s = img.shape[1] / sent_width
     frame_id = 0
     for bit in range(ID_BITS):
-        cell = img[4 : BLOCK - 4, bit * BLOCK + 4 : (bit + 1) * BLOCK - 4]
+        x0, x1 = round((bit * BLOCK + 4) * s), round(((bit + 1) * BLOCK - 4) * s)
+        cell = img[round(4 * s) : round((BLOCK - 4) * s), x0:x1]
         bright = cell.mean() > 127
         if bright != inverted:
             frame_id |= 1 << bit
@@ -79,6 +101,7 @@ class PatternVideoTrack(MediaStreamTrack):
         super().__init__()
         self.fps, self.width, self.height, self.image = fps, width, height, image
         self.caller = caller  # stamped in the top CALLER_BITS of the id (several callers: no cross-talk)
+        self.scale = 1.0  # < 1 when the server's `send.max_side` asks for smaller frames
         self.sent_at: dict[int, float] = {}
         self._count = 0
         self._next: float | None = None
@@ -96,28 +119,39 @@ class PatternVideoTrack(MediaStreamTrack):
         delay = self._next - now
         if delay > 0:
             await asyncio.sleep(delay)
+        # A camera captures on its own clock: when the sender comes late for a frame (its encoder or this loop
+        # busy), the newest frame was captured at most one interval ago, and its age counts from then.
+        captured = max(self._next, time.monotonic() - 1.0 / self.fps)
         self._next = max(self._next + 1.0 / self.fps, time.monotonic() - 1.0 / self.fps)  # fps may change live
         frame_id = self.frame_id(self._count)
-        rgb = self.image if self.image is not None else pattern_frame(frame_id, self.width, self.height)
+        if self.image is not None:
+            rgb = self.image if self.scale >= 1.0 else _scaled(self.image, self.scale)
+        else:
+            rgb = pattern_frame(frame_id, self.width, self.height, self.scale)
         frame = VideoFrame.from_ndarray(rgb, format="rgb24")
-        frame.pts = int((time.monotonic() - self._epoch) * 90000)  # capture time: fps may change live
+        frame.pts = int((captured - self._epoch) * 90000)  # capture time: fps may change live
         frame.time_base = fractions.Fraction(1, 90000)
-        self.sent_at[frame_id] = time.monotonic()
+        self.sent_at[frame_id] = captured
         self._count += 1
         return frame
 
 
+def _scaled(image: np.ndarray, scale: float) -> np.ndarray:
+    h, w = image.shape[:2]
+    return np.asarray(Image.fromarray(image).resize((max(16, round(w * scale)), max(16, round(h * scale)))))
+
+
 @dataclass
 class Received:
-    """A received frame; converted to RGB only when a test looks at it (most are dropped unseen, and
-    converting every one on the client's event loop would starve it when many clients share a machine)."""
+    """A received (decoded) frame; `image` is its RGB picture (made on arrival when the client renders)."""
 
     frame: VideoFrame
     at: float
+    rgb: np.ndarray | None = None
 
     @functools.cached_property
     def image(self) -> np.ndarray:
-        return self.frame.to_ndarray(format="rgb24")
+        return self.rgb if self.rgb is not None else self.frame.to_ndarray(format="rgb24")
 
 
 @dataclass
@@ -129,6 +163,7 @@ class RtcClient:
     audio: MediaStreamTrack | None = None
     keep_frames: int = 60
     honour_send: bool = True  # apply the server's {"type":"send"} hint to the camera, as the page does
+    render: bool = True  # convert every received frame to RGB, as a browser does to show it
     caller: int | None = None
     rtc_config: RTCConfiguration | None = None  # e.g. relay-only with TURN servers from /api/ice
     offer_extra: dict[str, Any] | None = None  # more fields of the offer body (e.g. "resume")
@@ -140,7 +175,11 @@ class RtcClient:
         self.pc = RTCPeerConnection(self.rtc_config or RTCConfiguration(iceServers=[]))
         self.video = PatternVideoTrack(self.fps, caller=self.caller)
         self.frames: list[Received] = []
-        self.frames_received = 0
+        self.frames_received = 0  # frames shown (rendered; without `render`, every frame decoded)
+        self.frames_decoded = 0
+        self._newest: VideoFrame | None = None
+        self._decoded = asyncio.Event()
+        self._renderer: ThreadPoolExecutor | None = None
         self.messages: asyncio.Queue[dict] = asyncio.Queue()
         self.all_messages: list[dict] = []
         self._tasks: list[asyncio.Task] = []
@@ -155,6 +194,8 @@ class RtcClient:
         self.messages.put_nowait(message)
         if message.get("type") == "send" and self.honour_send:
             self.video.fps = max(1.0, min(self.fps, float(message["max_fps"])))
+            longest = max(self.video.width, self.video.height)
+            self.video.scale = min(1.0, float(message.get("max_side") or longest) / longest)
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
@@ -168,6 +209,9 @@ class RtcClient:
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "video":
                 self._tasks.append(asyncio.create_task(self._read_video(track)))
+                if self.render:
+                    self._renderer = ThreadPoolExecutor(1, thread_name_prefix="rtc-client-render")
+                    self._tasks.append(asyncio.create_task(self._render()))
 
         await self.pc.setLocalDescription(await self.pc.createOffer())
         body: dict[str, Any] = {"sdp": self.pc.localDescription.sdp, "type": "offer"}
@@ -188,9 +232,28 @@ class RtcClient:
         with contextlib.suppress(MediaStreamError):
             while True:
                 frame = await track.recv()
-                self.frames_received += 1
-                self.frames.append(Received(frame, time.monotonic()))
-                del self.frames[: -self.keep_frames]
+                self.frames_decoded += 1
+                if self.render:
+                    self._newest = frame
+                    self._decoded.set()
+                    continue
+                self._shown(Received(frame, time.monotonic()))
+
+    def _shown(self, received: Received) -> None:
+        self.frames_received += 1
+        self.frames.append(received)
+        del self.frames[: -self.keep_frames]
+
+    async def _render(self) -> None:
+        """Show the newest decoded frame whenever the renderer is free (frames decoded meanwhile are skipped)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._decoded.wait()
+            self._decoded.clear()
+            frame, self._newest = self._newest, None
+            if frame is not None:
+                rgb = await loop.run_in_executor(self._renderer, functools.partial(frame.to_ndarray, format="rgb24"))
+                self._shown(Received(frame, time.monotonic(), rgb))
 
     async def wait_frames(self, count: int, timeout: float = 30.0) -> None:
         target = self.frames_received + count
@@ -227,4 +290,6 @@ class RtcClient:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._renderer is not None:
+            self._renderer.shutdown(wait=False)
         await self.pc.close()

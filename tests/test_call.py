@@ -10,7 +10,7 @@ from tests.rtc_client import QUADRANT_COLOURS, RtcClient, quadrant_means, read_f
 
 @pytest.fixture
 def server(start_server):
-    return start_server()
+    return start_server("--degradation", "maintain-resolution")  # frames are compared at 512 px
 
 
 async def test_returned_frames_are_the_processed_input(server):

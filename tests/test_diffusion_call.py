@@ -62,7 +62,7 @@ def predictions() -> dict[str, np.ndarray]:
 
 
 async def test_tiny_engine_call_returns_diffused_frames_and_follows_the_prompt(start_server, predictions):
-    server = start_server(engine="tiny")
+    server = start_server("--degradation", "maintain-resolution", engine="tiny")  # compared at SIZE
     client = RtcClient(server.base, settings=SETTINGS, fps=15)
     # the client's camera is 512x512; the server fits it to SIZE, as the pipeline does for any camera
     await client.connect()

@@ -52,7 +52,7 @@ def predictions() -> dict[str, np.ndarray]:
 
 
 async def test_posted_image_prompt_changes_the_call_and_delete_restores_it(start_server, predictions):
-    server = start_server("--model", "tiny-sd15", engine="tiny")
+    server = start_server("--model", "tiny-sd15", "--degradation", "maintain-resolution", engine="tiny")
     client = RtcClient(server.base, settings=SETTINGS, fps=15)
     await client.connect()
     url = f"{server.base}/api/sessions/{client.session_id}/image-prompt"

@@ -33,7 +33,7 @@ def _looks_like(img: np.ndarray, ref: np.ndarray, region, margin: float = 25.0) 
 
 @pytest.fixture
 def server(start_server):
-    return start_server(matting="rvm")
+    return start_server("--degradation", "maintain-resolution", matting="rvm")  # compared at the photo's size
 
 
 async def test_human_mode_over_the_data_channel_composites_the_person(server):

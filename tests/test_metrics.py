@@ -52,7 +52,7 @@ async def test_metrics_parse_and_move_with_a_call(server):
     assert m0[("speakdraw_frames_in_total", ())] == 0
     assert stage_count(m0, "total") == 0
 
-    client = RtcClient(server.base, token=TOKEN)
+    client = RtcClient(server.base, token=TOKEN, honour_send=False)  # a camera that keeps its 30 fps
     await client.connect()
     try:
         await client.wait_frames(20)

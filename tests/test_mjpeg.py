@@ -24,7 +24,8 @@ INVERTED = 255 - QUADRANT_COLOURS.astype(float)
 
 @pytest.fixture
 def server(start_server):
-    return start_server("--token", TOKEN)  # explicit token: required even on loopback
+    # explicit token: required even on loopback; frames are compared at 512 px
+    return start_server("--token", TOKEN, "--degradation", "maintain-resolution")
 
 
 @pytest.fixture

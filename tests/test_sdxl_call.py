@@ -41,7 +41,7 @@ def closer(got: np.ndarray, near: np.ndarray, far: np.ndarray) -> tuple[float, f
 
 
 async def test_tiny_sdxl_call_image_prompt_changes_and_clears_and_calls_stay_isolated(start_server, predictions):
-    server = start_server("--model", "tiny-sdxl", engine="tiny")
+    server = start_server("--model", "tiny-sdxl", "--degradation", "maintain-resolution", engine="tiny")
     with urllib.request.urlopen(server.base + "/api/settings", timeout=5) as resp:
         info = json.loads(resp.read())["server"]
     assert info["features"]["image_prompt"] is True and "tiny-sdxl" in info["model"]

@@ -74,7 +74,7 @@ def _png(rgb: np.ndarray) -> bytes:
 
 
 async def test_style_call_repaints_fades_to_a_new_prompt_and_takes_image_prompts(start_server, predictions):
-    server = start_server(engine="style")
+    server = start_server("--degradation", "maintain-resolution", engine="style")  # compared at SIZE
     client = _client(server.base)
     await client.connect()
     try:

@@ -19,8 +19,9 @@ from aiohttp import web
 from aiortc import RTCSessionDescription
 from pydantic import ValidationError
 
-from server import ice, negotiation, resume
+from server import codecs, ice, negotiation, resume
 from server.cluster import worker_side
+from server.codec_cost import PROBE
 from server.errors import json_error
 from server.negotiation import OfferRefused
 from server.session import Session
@@ -52,11 +53,25 @@ def parse_offer(body: bytes) -> tuple[str, Settings, dict[str, Any]]:
     return params["sdp"], settings, params
 
 
-def admission(state: AppState) -> web.Response | None:
-    """None when one more call fits; else the 503 to send (session cap, or measured capacity)."""
+def _resumes(state: AppState, resume_id: Any) -> bool:
+    """Whether an offer's `resume` names a call this server holds (live, or lost within `--resume-window`)."""
+    if not isinstance(resume_id, str) or not resume_id:
+        return False
+    return resume_id in state.sessions or resume_id in state.resume_store
+
+
+def admission(state: AppState, resume_id: Any = None) -> web.Response | None:
+    """None when one more call fits; else the 503 to send (session cap, or measured capacity).
+
+    Measured capacity refuses only by `CapacityModel.room` (server/capacity.py): an empty server always
+    admits, and a figure from another size or from long ago never refuses on its own. A `resume` is never
+    refused for capacity: a live call it takes over gives up its own slot, a lost one left a slot free."""
     if (draining := worker_side.draining_refusal(state)) is not None:
         return draining
     calls = len(state.sessions) + state.reserved
+    resuming = _resumes(state, resume_id)
+    if resuming and resume_id in state.sessions:
+        calls -= 1  # its own slot
     capacity = state.workers.capacity
     retry = str(capacity.retry_after_s())
     if calls >= state.config.max_sessions:
@@ -66,13 +81,8 @@ def admission(state: AppState) -> web.Response | None:
             f"this server takes {state.config.max_sessions} calls at once",
             headers={"Retry-After": retry},
         )
-    if not capacity.admits(calls + 1):
-        return json_error(
-            503,
-            "server_full",
-            f"one more call would push every call below {capacity.options.min_fps:g} fps on this device",
-            headers={"Retry-After": retry},
-        )
+    if not resuming and capacity.room(calls) < 1:
+        return json_error(503, "server_full", capacity.full_message(calls), headers={"Retry-After": retry})
     return None
 
 
@@ -90,7 +100,7 @@ async def start_session(
     Once the call's peer connection exists, whatever goes wrong (a refused offer, a bug, a cancelled
     request) closes the call, so no peer connection, pipeline or slot outlives a failed offer.
     """
-    refused = admission(state)
+    refused = admission(state, resume_id)
     if refused is not None:
         raise OfferRefused(refused)
     session: Session | None = None
@@ -156,10 +166,7 @@ async def offer(request: web.Request) -> web.Response:
     limit = state.config.max_offer_bytes
     if request.content_length is not None and request.content_length > limit:
         return json_error(413, "too_large", f"an offer is at most {limit} bytes")
-    refused = admission(state)  # before reading the body: a full server answers at once
-    if refused is not None:
-        return refused
-    body = await request.read()
+    body = await request.read()  # admission needs the body: a `resume` is never refused for capacity
     if len(body) > limit:
         return json_error(413, "too_large", f"an offer is at most {limit} bytes")
     try:
@@ -180,15 +187,15 @@ async def hang_up(request: web.Request) -> web.Response:
 
 async def get_settings(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    return web.json_response(
-        {"schema": settings_schema(), "defaults": Settings().model_dump(), "server": state.server_info()}
-    )
+    server = state.server_info() | {"video_codec": codecs.describe(state.config.video_codec)}
+    return web.json_response({"schema": settings_schema(), "defaults": Settings().model_dump(), "server": server})
 
 
 async def get_ice(request: web.Request) -> web.Response:
-    """ICE servers (TURN credentials minted per request), the ICE policy and the video codec for the page."""
+    """ICE servers (TURN credentials minted per request), the ICE policy and the video codec the page should
+    prefer: the one this server picked (`--video-codec`, or for `auto` the cheapest measured encoder)."""
     config = request.app[STATE].config
-    return web.json_response({**ice.from_config(config).api_body(), "videoCodec": config.video_codec})
+    return web.json_response({**ice.from_config(config).api_body(), "videoCodec": codecs.picked(config.video_codec)})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -203,7 +210,7 @@ async def healthz(request: web.Request) -> web.Response:
             "tasks": len(asyncio.all_tasks()),
             "threads": threading.active_count(),
             "worker_threads": DeviceWorkers.alive_threads(),
-            "capacity": state.workers.capacity.summary(),
+            "capacity": state.workers.capacity.summary(len(state.sessions) + state.reserved),
             **worker_side.health(state),  # cluster workers: "worker", "pid", "draining"
             "aiortc_patches": state.patches.as_dict() if state.patches is not None else None,
             "memory": state.memory.summary(),
@@ -211,7 +218,19 @@ async def healthz(request: web.Request) -> web.Response:
     )
 
 
+async def _measure_encoders(app: web.Application) -> None:
+    """Start measuring the video encoders on the codec thread (server/codec_cost.py; once per process); log the pick."""
+    choice = app[STATE].config.video_codec
+
+    def picked(_) -> None:
+        described = codecs.describe(choice)
+        log.info("video codec: %s (--video-codec %s: %s)", described["picked"], choice, described["reason"])
+
+    PROBE.start(app[STATE].workers.codec).add_done_callback(picked)
+
+
 def setup(app: web.Application) -> None:
+    app.on_startup.append(_measure_encoders)
     app.router.add_post("/api/offer", offer)
     app.router.add_delete("/api/sessions/{id}", hang_up)
     app.router.add_get("/api/settings", get_settings)

@@ -151,6 +151,7 @@ class DiffusionEngine(Engine):
         if hook is not None:
             hook()
 
+    @torch.no_grad()  # as `warmup` runs: torch.compile guards on grad mode, a mismatch recompiles on the first frame
     def process_batch(self, items: Sequence[tuple[EngineSession, np.ndarray]]) -> list[np.ndarray]:
         """The newest frame of several sessions in one step: one VAE encode, ONE UNet call, one decode.
 
