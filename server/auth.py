@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -47,24 +48,42 @@ def proxied(request: web.Request) -> bool:
     return any(name in request.headers for name in PROXY_HEADERS)
 
 
-@web.middleware
-async def token_middleware(request: web.Request, handler) -> web.StreamResponse:
-    if not request.path.startswith(PROTECTED_PREFIXES):
-        return await handler(request)
-    config = request.app[STATE].config
+def access_refusal(
+    request: web.Request,
+    token: str | None,
+    needs_token: Callable[[str], bool],
+    listener_hosts: dict[int, str],
+    fallback_host: str,
+) -> web.Response | None:
+    """None when the request may pass, else its 401: the one rule for `serve` and the cluster's front door.
+
+    `needs_token(host)`: whether the listener bound to `host` (found by the request's socket port in
+    `listener_hosts`) needs the token; a proxied request always does, and with no token it is refused."""
     via_proxy = proxied(request)
-    if not config.token:
+    if not token:
         if via_proxy:
             return json_error(
                 401, "unauthorized", "requests through a proxy need a token; start the server with --token"
             )
-        return await handler(request)
+        return None
     sockname = request.transport.get_extra_info("sockname") if request.transport else None
-    listener_host = request.app[LISTENER_HOSTS].get(sockname[1] if sockname else None, config.https_host)
-    if via_proxy or config.token_required_on(listener_host):
+    listener = listener_hosts.get(sockname[1] if sockname else None, fallback_host)
+    if via_proxy or needs_token(listener):
         given = request_token(request)
         if given is None:
             return json_error(401, "unauthorized", "missing token: send 'Authorization: Bearer <token>' or ?token=")
-        if not token_matches(given, config.token):
+        if not token_matches(given, token):
             return json_error(401, "unauthorized", "wrong token")
+    return None
+
+
+@web.middleware
+async def token_middleware(request: web.Request, handler) -> web.StreamResponse:
+    if request.path.startswith(PROTECTED_PREFIXES):
+        config = request.app[STATE].config
+        refused = access_refusal(
+            request, config.token, config.token_required_on, request.app[LISTENER_HOSTS], config.https_host
+        )
+        if refused is not None:
+            return refused
     return await handler(request)

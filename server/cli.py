@@ -8,8 +8,6 @@ import asyncio
 import dataclasses
 import logging
 import os
-import signal
-import ssl
 import sys
 import threading
 import time
@@ -143,29 +141,24 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 async def serve(config: ServerConfig) -> list[str]:
     """Run until SIGINT/SIGTERM; returns the names of worker threads still busy after their grace."""
-    from aiohttp import web
-
-    from server.access_log import RedactingAccessLogger
     from server.app import create_app
     from server.banner import banner, models_line
-    from server.certs import ensure_self_signed
+    from server.listeners import start_listeners, stop_event_on_signals
     from server.state import LOAD_TASK, STATE
 
     app = create_app(config)
-    runner = web.AppRunner(app, handle_signals=False, access_log_class=RedactingAccessLogger)
-    await runner.setup()
-    sites = [web.TCPSite(runner, config.host, config.port)]
-    if config.https_port:
-        cert, key = (config.cert, config.key) if config.cert and config.key else ensure_self_signed(config.certs_dir)
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(cert, key)
-        sites.append(web.TCPSite(runner, config.https_host, config.https_port, ssl_context=context))
-    for site in sites:
-        await site.start()
-    stop = asyncio.Event()
+    runner = await start_listeners(
+        app,
+        host=config.host,
+        port=config.port,
+        https_host=config.https_host,
+        https_port=config.https_port,
+        cert=config.cert,
+        key=config.key,
+        certs_dir=config.certs_dir,
+    )
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event_on_signals(loop)
     stopping = asyncio.ensure_future(stop.wait())
     state = app[STATE]
     # The listeners are up: say where to go now; the models follow (minutes on a first run).

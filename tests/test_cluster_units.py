@@ -50,10 +50,13 @@ def test_every_media_flag_goes_to_the_workers_and_the_listener_flags_stay():
 def test_a_flag_serve_gains_passes_through_with_no_change_to_the_cluster():
     def serve_args_plus(parser: argparse.ArgumentParser) -> None:
         add_serve_args(parser)
-        parser.add_argument("--degradation", default="balanced")
+        parser.add_argument("--a-future-flag", default="off")
 
-    args = argparse.Namespace(**vars(cluster_args("--engine", "style")), degradation="maintain-framerate")
-    assert worker_argv(args, serve_args_plus) == ["--engine=style", "--degradation=maintain-framerate"]
+    args = argparse.Namespace(**vars(cluster_args("--engine", "style")), a_future_flag="on")
+    assert worker_argv(args, serve_args_plus) == ["--engine=style", "--a-future-flag=on"]
+    # and one serve really gained after the cluster was written
+    args = cluster_args("--degradation", "maintain-resolution")
+    assert worker_argv(args, add_serve_args) == ["--degradation=maintain-resolution"]
 
 
 def test_without_the_extra_the_command_says_how_to_install_it():

@@ -14,8 +14,6 @@ import asyncio
 import logging
 import os
 import secrets
-import signal
-import ssl
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -217,14 +215,11 @@ def _run(args: argparse.Namespace, serve_argv: list[str]) -> int:
 
 
 async def _serve_front_door(args: argparse.Namespace, directory: Any, token: str | None, ray_info: dict) -> None:
-    from aiohttp import web
-
-    from server.access_log import RedactingAccessLogger
     from server.banner import banner
-    from server.certs import ensure_self_signed
     from server.cluster.fleet import Fleet
     from server.cluster.front_door import FrontDoorConfig, create_front_door
     from server.config import CERTS_DIR, ServerConfig
+    from server.listeners import start_listeners, stop_event_on_signals
 
     def changed(view, old: str) -> None:
         if view.state == "alive":
@@ -246,20 +241,17 @@ async def _serve_front_door(args: argparse.Namespace, directory: Any, token: str
         ray=ray_info,
     )
     app = create_front_door(Fleet(directory, on_change=changed), config)
-    runner = web.AppRunner(app, handle_signals=False, access_log_class=RedactingAccessLogger)
-    await runner.setup()
-    sites = [web.TCPSite(runner, args.host, args.port)]
-    if args.https_port:
-        cert, key = (args.cert, args.key) if args.cert and args.key else ensure_self_signed(CERTS_DIR)
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(cert, key)
-        sites.append(web.TCPSite(runner, config.https_host, args.https_port, ssl_context=context))
-    for site in sites:
-        await site.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    runner = await start_listeners(
+        app,
+        host=args.host,
+        port=args.port,
+        https_host=config.https_host,
+        https_port=args.https_port,
+        cert=args.cert,
+        key=args.key,
+        certs_dir=CERTS_DIR,
+    )
+    stop = stop_event_on_signals(asyncio.get_running_loop())
     shown = ServerConfig(
         host=args.host, port=args.port, https_port=args.https_port, token=token, token_explicit=args.token is not None
     )

@@ -26,7 +26,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from server.auth import proxied, request_token, token_matches
+from server.auth import access_refusal
 from server.cluster import proxy
 from server.cluster.fleet import Fleet, WorkerView
 from server.cluster.fleet_metrics import FrontDoorMetrics
@@ -64,23 +64,19 @@ METRICS = web.AppKey("front_door_metrics", FrontDoorMetrics)
 
 @web.middleware
 async def token_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """As `speakdraw serve`'s: a token on every listener beyond loopback (everywhere when given), proxies need it."""
-    if not request.path.startswith(PROTECTED_PREFIXES):
-        return await handler(request)
-    config = request.app[CONFIG]
-    via_proxy = proxied(request)
-    if not config.token:
-        if via_proxy:
-            return json_error(401, "unauthorized", "requests through a proxy need a token; start with --token")
-        return await handler(request)
-    sockname = request.transport.get_extra_info("sockname") if request.transport else None
-    listener = config.listener_hosts().get(sockname[1] if sockname else None, config.https_host)
-    if via_proxy or config.token_explicit or not is_loopback(listener):
-        given = request_token(request)
-        if given is None:
-            return json_error(401, "unauthorized", "missing token: send 'Authorization: Bearer <token>' or ?token=")
-        if not token_matches(given, config.token):
-            return json_error(401, "unauthorized", "wrong token")
+    """As `speakdraw serve`'s (server/auth.py): a token on every listener beyond loopback (everywhere when
+    given), and proxies need it."""
+    if request.path.startswith(PROTECTED_PREFIXES):
+        config = request.app[CONFIG]
+        refused = access_refusal(
+            request,
+            config.token,
+            lambda host: config.token_explicit or not is_loopback(host),
+            config.listener_hosts(),
+            config.https_host,
+        )
+        if refused is not None:
+            return refused
     return await handler(request)
 
 
