@@ -116,9 +116,15 @@ class MemoryReleaser:
             pass
 
     def close(self) -> None:
+        """The app stops: a frozen heap is thawed, so an app made and closed in-process (a test, a notebook)
+        leaves the interpreter's collector as it found it."""
         if self._due is not None:
             self._due.cancel()
             self._due = None
+        self._freeze_wanted = False
+        if self.frozen:
+            gc.unfreeze()
+            self.frozen = 0
 
     # ---- on the worker thread -----------------------------------------------------------------------------
     def _freeze(self) -> None:

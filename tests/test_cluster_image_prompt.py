@@ -42,7 +42,9 @@ async def settled(http, base: str, client: RtcClient) -> np.ndarray:
 async def test_an_image_prompt_through_the_front_door_repaints_the_second_workers_call(tmp_path):
     from skimage import data
 
-    cluster = ClusterProcess("--cpu-cores", "1", "--log-level", "warning", engine="style", log_path=tmp_path / "c.log")
+    # the picture is compared at one size: the working size must not step down mid-test (--degradation)
+    flags = ("--cpu-cores", "1", "--degradation", "maintain-resolution", "--log-level", "warning")
+    cluster = ClusterProcess(*flags, engine="style", log_path=tmp_path / "c.log")
     clients: list[RtcClient] = []
     try:
         cluster.wait_ready(timeout=240)

@@ -67,6 +67,7 @@ async def test_releases_coalesce_within_the_interval():
 
 
 async def test_the_start_up_heap_is_frozen_once_no_call_is_up():
+    gc.unfreeze()  # whatever an earlier test in this process froze
     with ThreadPoolExecutor(1) as pool:
         releaser = memory.MemoryReleaser(pool, min_interval_s=10.0)
         try:
@@ -76,6 +77,8 @@ async def test_the_start_up_heap_is_frozen_once_no_call_is_up():
             releaser.call_ended(calls=0)
             await _until(lambda: releaser.frozen > 0)
             assert gc.get_freeze_count() > 0
+            releaser.close()
+            assert gc.get_freeze_count() == 0  # closing the app thaws it again
         finally:
             releaser.close()
             gc.unfreeze()
