@@ -78,10 +78,10 @@ class CapacityOptions:
     min_fps: float = 8.0  # per call: below it the working side steps down; admission floor (--min-fps)
     max_fps: float = 30.0  # never ask a camera for more than this
     target_utilisation: float = 0.85  # of the usable cores
-    path_target_ms: float = 50.0  # RTCP round trips grown by more than this over their least cut capacity too
+    path_target_ms: float = 30.0  # RTCP round trips grown by more than this over their least cut capacity too
     loss_target: float = 0.10  # so does a loss fraction above this in the viewers' receiver reports (a receiver
     # too starved to read its socket drops packets; a lossy radio's 1-2 % is not congestion)
-    wait_target_ms: float = 150.0  # frames waiting longer than this plus one step (queued before the server,
+    wait_target_ms: float = 40.0  # frames waiting longer than this plus one step (queued before the server,
     # or in the inbox), two samples in a row or twice as long once, make the guard cut capacity
     ewma: float = 0.2  # weight of a new step-time sample
     start_fps: float = 20.0  # the first call's share before the guard has seen how calls fare (a slow start)

@@ -21,6 +21,7 @@ from speakdraw.engines import ENGINE_NAMES
 log = logging.getLogger("speakdraw")
 # After the app has shut down, worker threads still inside a model step (or a model load) get this long.
 SHUTDOWN_GRACE_S = 2.0
+SHUTDOWN_DEADLINE_S = 30.0  # from the stop signal to the process's end, whatever hangs in between
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,6 +174,7 @@ async def serve(config: ServerConfig) -> list[str]:
         print(models_line(state.engine_name(), state.warnings), flush=True)
     await stopping
     log.info("shutting down")
+    _exit_after(SHUTDOWN_DEADLINE_S)
     await runner.cleanup()
     alive = state.workers.wait_stopped(SHUTDOWN_GRACE_S)
     log.info("speakdraw threads alive after shutdown: %s", alive)
@@ -205,6 +207,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _exit_if_workers_hang(0.0 if busy else SHUTDOWN_GRACE_S)  # busy ones already had their grace
     return 0
+
+
+def _exit_after(deadline_s: float) -> None:
+    """A stopped server ends, even if closing a peer or a listener hangs: its listener may already be gone, and a
+    cluster worker's Ray actor restarts it only once the process has exited (server/cluster/actor.py)."""
+
+    def hard_exit() -> None:
+        log.error("shutdown took longer than %.0f s: exiting now", deadline_s)
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(deadline_s, hard_exit)
+    timer.daemon = True
+    timer.start()
 
 
 def _exit_if_workers_hang(grace_s: float = SHUTDOWN_GRACE_S) -> None:

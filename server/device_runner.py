@@ -47,6 +47,7 @@ class Processed:
     done: float
     timings_ms: dict[str, float]
     batch: int  # how many calls' frames shared the step
+    rgb: np.ndarray | None = None  # the frame's pixels (not to be written): for readers other than its sender
 
 
 class CallSlot:
@@ -226,13 +227,15 @@ class DeviceRunner:
                 slot.deliver(Processed(None, exc, arrived, started, time.monotonic(), {}, len(taken)))
         outs = process_frames(items, self.matte_executor) if items else []
         for (slot, frame, arrived), result in zip(ok, outs, strict=True):
+            rgb = None
             try:
-                out = to_frame(result.result(), frame)
+                rgb = np.ascontiguousarray(result.result())
+                out = to_frame(rgb, frame)
                 error = None
             except Exception as exc:
                 out, error = None, exc
             timings = dict(slot.pipeline.last_timings_ms)
-            results.append(Processed(out, error, arrived, started, 0.0, timings, len(taken)))
+            results.append(Processed(out, error, arrived, started, 0.0, timings, len(taken), rgb))
         step_ms = (time.perf_counter() - t0) * 1000.0
         done = time.monotonic()
         self.steps += 1

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
@@ -32,11 +33,15 @@ REPEAT_LAST_S = 0.25
 
 @dataclass
 class OutFrame:
+    """A processed frame on its way out. `frame` belongs to the call's own sender: its encoder converts it with the
+    frame's one (not thread-safe) colour converter, so other readers (MJPEG, WHEP viewers) use `rgb`, read-only."""
+
     frame: VideoFrame
     arrived: float
     started: float
     done: float
     timings_ms: dict[str, float]
+    rgb: np.ndarray | None = None
 
 
 class RateMeter:
@@ -220,7 +225,9 @@ class FrameRelay:
         self.stats.last_batch = result.batch
         if self.observer is not None:
             self.observer.frame_processed(result.timings_ms)
-        self.outbox.put(OutFrame(result.frame, result.arrived, result.started, result.done, result.timings_ms))
+        self.outbox.put(
+            OutFrame(result.frame, result.arrived, result.started, result.done, result.timings_ms, result.rgb)
+        )
 
     async def stop(self) -> None:
         if self.slot is not None:

@@ -70,6 +70,8 @@ class MultiRun:
             "rtt_p95_ms": round(self.p(95), 1),
             "first5s_p95_ms": round(self.p(95, 0, 5), 1),
             "last5s_p95_ms": round(self.p(95, self.seconds - 5, self.seconds + 1), 1),
+            "first_half_p95_ms": round(self.p(95, 0, self.seconds / 2), 1),
+            "second_half_p95_ms": round(self.p(95, self.seconds / 2, self.seconds + 1), 1),
             "foreign_frames": sum(c.foreign for c in self.callers),
             "unreadable_frames": sum(c.unreadable for c in self.callers),
             "server_age_p50_ms": round(_pct([a for c in self.callers for a in c.server_ages_ms], 50), 1),

@@ -130,13 +130,13 @@ def test_one_late_second_is_noise_and_the_size_gives_before_the_frame_rate():
 
     second(10.0)
     assert capacity.limit_fps == pytest.approx(12.0 * 1.1)  # the slow start grows while frames are fresh
-    second(250.0)  # over the 152 ms target, once: noise (another program's burst), no cut
+    second(100.0)  # over the 62 ms target, once: noise (another program's burst), no cut
     assert capacity.limit_fps == pytest.approx(12.0 * 1.1)
     before = capacity.limit_fps
-    second(250.0)  # twice in a row: a queue that stays
+    second(100.0)  # twice in a row: a queue that stays
     assert capacity.limit_fps < before
     for _ in range(4):  # the queue stays: after the hold (a cut's queue takes a moment to drain), cut again
-        second(250.0)
+        second(100.0)
     assert capacity.limit_fps < 8.0 * (512 / capacity.working_side(512)) ** 2
     assert capacity.working_side(512) < 512  # below 8 fps a call: the size gives at once, with the frame rate
     for _ in range(3):
@@ -424,11 +424,13 @@ async def baseline_p95(base: str) -> float:
 
 def assert_flat_fair_and_apart(s: dict, alone_p95: float) -> None:
     """The guard's promise, as ratios against this run (other work shares this machine's cores): no cross-talk; the
-    round trip flat (last 5 s against the first) and its p95 within the issue's 500 ms, or within 4 x one caller's
+    round trip flat (the second half against the first: the guard probes up and cuts back every few seconds, so
+    two 5 s windows can catch the top and the bottom of one swing; a queue that grows shows in halves as well)
+    and its p95 within the issue's 500 ms, or within 4 x one caller's
     alone on the same server + 150 ms when the machine is that slow; each caller gets about what the server asked
     it to send; nobody starved. The goal of >= 6 fps each is what bench/capacity.py reports with the load."""
     assert s["foreign_frames"] == 0, s
-    assert s["last5s_p95_ms"] <= 1.25 * s["first5s_p95_ms"] + 60, s
+    assert s["second_half_p95_ms"] <= 1.25 * s["first_half_p95_ms"] + 60, s
     assert s["rtt_p95_ms"] <= max(500.0, 4 * alone_p95 + 150), (s, alone_p95)
     assert s["fairness"] >= 0.8, s
     for got, asked in zip(s["fps_per_caller"], s["asked_fps_per_caller"], strict=True):

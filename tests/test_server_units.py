@@ -74,6 +74,29 @@ async def test_mailbox_keeps_only_the_newest():
     assert await waiter == 9
 
 
+async def test_a_closed_mailbox_ends_its_reader_and_a_whep_relay_track_ends_as_a_track():
+    """A WHEP viewer's track ends with its session: recv raises MediaStreamError (before, the end sentinel None
+    tripped the mailbox's assertion and aiortc logged an AssertionError from the sender)."""
+    from aiortc.mediastreams import MediaStreamError
+
+    from server.mailbox import MailboxClosed
+    from server.routes.whip import RelayTrack
+
+    box: Mailbox[int] = Mailbox()
+    waiter = asyncio.create_task(box.get())
+    await asyncio.sleep(0)
+    box.close()
+    with pytest.raises(MailboxClosed):
+        await waiter
+    track = RelayTrack()
+    reader = asyncio.create_task(track.recv())
+    await asyncio.sleep(0)
+    track.end()
+    with pytest.raises(MediaStreamError):
+        await reader
+    assert track.readyState == "ended"
+
+
 def test_self_signed_certificate(tmp_path):
     cert, key = ensure_self_signed(tmp_path)
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
@@ -113,3 +136,37 @@ def test_pipeline_switches_engine_between_frames():
     assert p.engine is tiny and out.shape == frame.shape
     assert not np.array_equal(out, 255 - frame) and not np.array_equal(out, frame)
     assert p.settings.width == 64  # settings carried over
+
+
+def test_a_stopped_server_whose_shutdown_hangs_exits_by_the_deadline():
+    """`serve` arms `_exit_after(SHUTDOWN_DEADLINE_S)` when it stops: a cleanup that never returns (here: a sleep
+    on the main thread) cannot keep the process, and so a cluster worker's restart, waiting."""
+    import subprocess
+    import sys
+    import time
+
+    code = "import time; from server.cli import _exit_after; _exit_after(0.3); time.sleep(30)"
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+    assert done.returncode == 1 and time.monotonic() - started < 15, done
+    assert "shutdown took longer than" in done.stderr
+
+
+async def test_a_whep_viewer_encodes_its_own_frame_not_the_calls():
+    """Two encoders converting one VideoFrame at once share its one swscale context: a worker crashed with SIGSEGV
+    when a WHEP viewer joined a call (tests/test_cluster.py). The viewer's track hands out its own frame, with the
+    call's pixels and timing."""
+    import numpy as np
+    from av import VideoFrame
+
+    from server.routes.whip import RelayTrack
+    from server.tracks import OutFrame
+
+    rgb = np.full((64, 96, 3), 77, np.uint8)
+    call_frame = VideoFrame.from_ndarray(rgb, format="rgb24")
+    call_frame.pts = 1234
+    track = RelayTrack()
+    track.offer_frame(OutFrame(call_frame, 0.0, 0.0, 0.0, {}, rgb))
+    mine = await track.recv()
+    assert mine is not call_frame and mine.pts == 1234 and mine.time_base == call_frame.time_base
+    assert np.array_equal(mine.to_ndarray(format="rgb24"), rgb)

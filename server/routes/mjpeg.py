@@ -39,12 +39,18 @@ MAX_FPS = 60.0
 SNAPSHOT_WAIT_S = 3.0  # a snapshot asked for right after the call starts waits this long for a first frame
 
 
-def encode_jpeg(frame: VideoFrame, quality: int = JPEG_QUALITY) -> bytes:
-    """Runs in the JPEG pool: frame → RGB → JPEG bytes."""
-    rgb: np.ndarray = frame.to_ndarray(format="rgb24")
+def encode_jpeg(frame: VideoFrame | np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
+    """Runs in the JPEG pool: RGB (or a frame, converted) → JPEG bytes."""
+    rgb: np.ndarray = frame if isinstance(frame, np.ndarray) else frame.to_ndarray(format="rgb24")
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
+
+
+def pixels_of(out: OutFrame) -> VideoFrame | np.ndarray:
+    """Its RGB when it has them: the frame itself is the call's sender's, whose encoder may be converting it in
+    another thread with the frame's one colour converter (server/tracks.py `OutFrame`)."""
+    return out.rgb if out.rgb is not None else out.frame
 
 
 def part(jpeg: bytes) -> bytes:
@@ -98,7 +104,7 @@ class JpegFeed:
             self._inbox.put(out)
 
     async def _encode(self, out: OutFrame) -> bytes:
-        jpeg = await asyncio.get_running_loop().run_in_executor(self.executor, encode_jpeg, out.frame)
+        jpeg = await asyncio.get_running_loop().run_in_executor(self.executor, encode_jpeg, pixels_of(out))
         if self.metrics is not None:
             self.metrics.mjpeg_frames.inc()
         return jpeg

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from server import ice, negotiation
 from server.errors import json_error
-from server.mailbox import Mailbox
+from server.mailbox import Mailbox, MailboxClosed
 from server.negotiation import OfferRefused
 from server.routes.sessions import start_session
 from server.session import Session
@@ -46,27 +46,36 @@ FIRST_FRAME_TIMEOUT_S = 30.0
 
 
 class RelayTrack(MediaStreamTrack):
-    """A viewer's copy of a session's output: newest frame wins (1-slot mailbox), ends with the session."""
+    """A viewer's copy of a session's output: newest frame wins (1-slot mailbox), ends with the session.
+
+    Each frame it hands its sender is its own, made from the output's RGB: the call's own frame is being encoded
+    by the call's sender, and two encoders converting one frame at once share its one colour converter (a crash
+    in libswscale; server/tracks.py `OutFrame`)."""
 
     kind = "video"
 
     def __init__(self) -> None:
         super().__init__()
-        self.inbox: Mailbox[VideoFrame | None] = Mailbox()
+        self.inbox: Mailbox[OutFrame] = Mailbox()
 
     def offer_frame(self, out: OutFrame) -> None:
-        self.inbox.put(out.frame)
+        self.inbox.put(out)
 
     def end(self) -> None:
-        self.inbox.put(None)
+        self.inbox.close()
 
     async def recv(self) -> VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        frame = await self.inbox.get()
-        if frame is None:
+        try:
+            out = await self.inbox.get()
+        except MailboxClosed:
             self.stop()
-            raise MediaStreamError
+            raise MediaStreamError from None
+        if out.rgb is None:  # no pixels of its own (a test's OutFrame): the frame as it is
+            return out.frame
+        frame = VideoFrame.from_ndarray(out.rgb, format="rgb24")
+        frame.pts, frame.time_base = out.frame.pts, out.frame.time_base
         return frame
 
 
