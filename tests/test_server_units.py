@@ -156,6 +156,8 @@ async def test_a_whep_viewer_encodes_its_own_frame_not_the_calls():
     """Two encoders converting one VideoFrame at once share its one swscale context: a worker crashed with SIGSEGV
     when a WHEP viewer joined a call (tests/test_cluster.py). The viewer's track hands out its own frame, with the
     call's pixels and timing."""
+    import fractions
+
     import numpy as np
     from av import VideoFrame
 
@@ -164,7 +166,7 @@ async def test_a_whep_viewer_encodes_its_own_frame_not_the_calls():
 
     rgb = np.full((64, 96, 3), 77, np.uint8)
     call_frame = VideoFrame.from_ndarray(rgb, format="rgb24")
-    call_frame.pts = 1234
+    call_frame.pts, call_frame.time_base = 1234, fractions.Fraction(1, 90000)
     track = RelayTrack()
     track.offer_frame(OutFrame(call_frame, 0.0, 0.0, 0.0, {}, rgb))
     mine = await track.recv()

@@ -75,7 +75,9 @@ class RelayTrack(MediaStreamTrack):
         if out.rgb is None:  # no pixels of its own (a test's OutFrame): the frame as it is
             return out.frame
         frame = VideoFrame.from_ndarray(out.rgb, format="rgb24")
-        frame.pts, frame.time_base = out.frame.pts, out.frame.time_base
+        frame.pts = out.frame.pts
+        if out.frame.time_base is not None:
+            frame.time_base = out.frame.time_base
         return frame
 
 
