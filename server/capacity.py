@@ -18,7 +18,8 @@ What is measured while the server runs:
   or when the viewers report heavy loss: two seconds in a row, or twice over once. When that leaves the
   calls below the target, the working side steps down at once (the limit carried to the smaller side in
   proportion). While the signals are clearly fresh and the calls use it, it grows by 10 % a second up
-  to the bounds above. A cut counts as a measurement of the device (working side, admission) for
+  to the bounds above; after `HOLD_PROBE_S` under the targets without reading clearly fresh, by 5 %.
+  A cut counts as a measurement of the device (working side, admission) for
   `fresh_s`; the slow start does not. It is dropped when the server empties.
 
 What it decides:
@@ -78,7 +79,7 @@ class CapacityOptions:
     min_fps: float = 8.0  # per call: below it the working side steps down; admission floor (--min-fps)
     max_fps: float = 30.0  # never ask a camera for more than this
     target_utilisation: float = 0.85  # of the usable cores
-    path_target_ms: float = 30.0  # RTCP round trips grown by more than this over their least cut capacity too
+    path_target_ms: float = 50.0  # RTCP round trips grown by more than this over their least cut capacity too
     loss_target: float = 0.10  # so does a loss fraction above this in the viewers' receiver reports (a receiver
     # too starved to read its socket drops packets; a lossy radio's 1-2 % is not congestion)
     wait_target_ms: float = 40.0  # frames waiting longer than this plus one step (queued before the server,
@@ -112,7 +113,9 @@ class CapacityOptions:
         )
 
 
-FRESH = 0.25  # signals below this fraction of their targets are "clearly fresh": the rate may grow
+FRESH = 0.25  # signals below this fraction of their targets are "clearly fresh": the rate grows by 10 % a second
+HOLD_PROBE_S = 5.0  # under their targets but not clearly fresh this long (a machine whose jitter never lets
+# them read fresh): the rate probes up by 5 % a second all the same, until a signal goes over and cuts it
 CUT_HOLD_S = 2.0  # after a cut, only a queue twice the target cuts again within this time
 TRUSTED_SAMPLES = 3  # a step time seen this often is trusted over a single (possibly cold or jittered) one
 
@@ -161,6 +164,7 @@ class CapacityModel:
         self.limit_fps: float | None = None  # total frames/s the latency guard allows, at `_limit_side` px
         self._limit_side: int | None = None  # None: not tied to a side yet (the slow start)
         self._cut_at = -math.inf  # when the guard last cut (then its limit is a measurement of the device)
+        self._held_since = -math.inf  # since when the signals have been under their targets, not clearly fresh
         self._over = 0  # samples in a row whose signals were over their targets
         self.delivered_fps = 0.0  # frames/s turned around over the last sample
         self._ages: dict[Any, deque[float]] = {}  # per call: how long its processed frames waited
@@ -218,6 +222,7 @@ class CapacityModel:
                 self.limit_fps = (self.limit_fps or 0.0) + start + (calls - old - 1) * self.options.min_fps
             if calls == 0:  # nothing left to measure the load with: the next call starts afresh
                 self.limit_fps, self._limit_side, self._cut_at = None, None, -math.inf
+                self._held_since = -math.inf
                 self.cap = None
                 self._changed_at = -math.inf
                 self._ages.clear()
@@ -283,9 +288,18 @@ class CapacityModel:
             cut = 0.8 * min(flowing, allowed)
             self.limit_fps, self._limit_side, self._cut_at = max(float(self.calls), cut), side, now
         fresh = signals and all(value < FRESH * target for value, target in signals)
-        if not over and fresh and self.delivered_fps > 0.6 * allowed:
+        if over or fresh or not signals:
+            self._held_since = -math.inf
+        elif self._held_since == -math.inf:
+            self._held_since = now
+        used = self.delivered_fps > 0.6 * allowed
+        if not over and fresh and used:
             # clearly fresh, and the calls use what they may: probe upwards slowly (latency stays flat)
             self.limit_fps, self._limit_side = min(allowed * 1.1, max(allowed, unlimited)), side
+        elif not over and used and now - max(self._held_since, self._cut_at) >= HOLD_PROBE_S:
+            # under the targets for a while, never clearly fresh: probe more slowly still; a signal over its
+            # target cuts again (without this, a limit cut on a jittery machine never grows back)
+            self.limit_fps, self._limit_side = min(allowed * 1.05, max(allowed, unlimited)), side
 
     def _limit_at(self, side: int) -> float | None:
         """The guard's limit carried to `side` px: in proportion to the side, not to the pixel count (a guess on the

@@ -146,6 +146,35 @@ def test_one_late_second_is_noise_and_the_size_gives_before_the_frame_rate():
     assert capacity.limit_fps > 0.8 * 13.2 * 1.1
 
 
+def test_a_cut_grows_back_on_a_jittery_machine_whose_signals_never_read_fresh():
+    """Frames that wait half the target, never a quarter: no cut, and after HOLD_PROBE_S the limit probes up
+    (5 % a second) all the same. Before, a limit cut on such a machine stayed where it was for good: a cluster
+    worker's callers sat at 4.7 fps beside the other worker's 10."""
+    from server.capacity import HOLD_PROBE_S
+
+    capacity, clock = model(min_fps=1.0)
+    capacity.calls_changed(1)
+    target = capacity.options.wait_target_ms + 2.0
+
+    def second(age_ms: float) -> None:
+        for _ in range(max(1, int(capacity.share(side=512)))):  # the call sends what it may
+            capacity.step_done(engine="passthrough", side=512, steps=1, batch=1, step_ms=2.0, requested=512)
+            capacity.frame_age(age_ms)
+        clock.t += 1.0
+        capacity.sample()
+
+    for _ in range(2):
+        second(1.5 * target)  # a queue: cut
+    cut = capacity.limit_fps
+    assert cut < 20.0
+    held = []
+    for _ in range(int(HOLD_PROBE_S) + 3):
+        second(0.5 * target)
+        held.append(capacity.limit_fps)
+    assert held[0] == pytest.approx(cut) and held[int(HOLD_PROBE_S) - 3] == pytest.approx(cut), held  # held first
+    assert held[-1] > 1.1 * cut, held  # then probing up
+
+
 def test_admission_floor():
     capacity, _ = model(min_fps=8.0, max_calls=50)
     assert capacity.room(0) == 50  # an empty server always admits
@@ -426,13 +455,13 @@ async def baseline_p95(base: str) -> float:
 
 def assert_flat_fair_and_apart(s: dict, alone_p95: float) -> None:
     """The guard's promise, as ratios against this run (other work shares this machine's cores): no cross-talk; the
-    round trip flat (the second half against the first: the guard probes up and cuts back every few seconds, so
-    two 5 s windows can catch the top and the bottom of one swing; a queue that grows shows in halves as well)
-    and its p95 within the issue's 500 ms, or within 4 x one caller's
+    round trip flat (the median of the second 10 s against the first's: a queue that grows moves the median; the
+    guard's probes up and cuts back, a few seconds each, put single swings in one window or the other, which the
+    p95 bound below covers) and its p95 within the issue's 500 ms, or within 4 x one caller's
     alone on the same server + 150 ms when the machine is that slow; each caller gets about what the server asked
     it to send; nobody starved. The goal of >= 6 fps each is what bench/capacity.py reports with the load."""
     assert s["foreign_frames"] == 0, s
-    assert s["second_half_p95_ms"] <= 1.25 * s["first_half_p95_ms"] + 60, s
+    assert s["second_half_p50_ms"] <= 1.25 * s["first_half_p50_ms"] + 60, s
     assert s["rtt_p95_ms"] <= max(500.0, 4 * alone_p95 + 150), (s, alone_p95)
     assert s["fairness"] >= 0.8, s
     for got, asked in zip(s["fps_per_caller"], s["asked_fps_per_caller"], strict=True):
