@@ -157,9 +157,13 @@ def test_connection_cut_leaves_nothing_behind(server, home):
 
 
 def test_interrupted_process_leaves_nothing_behind(server, home):
-    """Ctrl-C in the middle of a download: the partial temp file is removed, nothing is cached."""
+    """Ctrl-C in the middle of a download: the partial temp file is removed, nothing is cached. (The child gets
+    a terminal's Ctrl-C handling back: a test run started in the background, as `cmd &` in a script, inherits
+    SIGINT ignored, and then the child waited out the stalled download.)"""
     script = textwrap.dedent(
         f"""
+        import signal
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from speakdraw import weights
         entry = weights.Weight(name="test-blob", description="", licence="", filename="blob.bin",
                                sha256={PAYLOAD_SHA!r}, sources=(weights.Url({server.base + "/stall.bin"!r}),))
