@@ -51,9 +51,9 @@ SIDE_STEP = 64
 MIN_WORKING_SIDE = 192
 
 
-def _p95(values: deque[float]) -> float:
+def _p75(values: deque[float]) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+    return ordered[min(len(ordered) - 1, (3 * len(ordered)) // 4)]
 
 
 def usable_cores() -> int:
@@ -114,6 +114,7 @@ class CapacityOptions:
 
 
 FRESH = 0.25  # signals below this fraction of their targets are "clearly fresh": the rate grows by 10 % a second
+JOIN_SETTLED_S = 5.0  # calls present this long (no join since) have a rate a new call may match
 HOLD_PROBE_S = 5.0  # under their targets but not clearly fresh this long (a machine whose jitter never lets
 # them read fresh): the rate probes up by 5 % a second all the same, until a signal goes over and cuts it
 CUT_HOLD_S = 2.0  # after a cut, only a queue twice the target cuts again within this time
@@ -165,6 +166,7 @@ class CapacityModel:
         self._limit_side: int | None = None  # None: not tied to a side yet (the slow start)
         self._cut_at = -math.inf  # when the guard last cut (then its limit is a measurement of the device)
         self._held_since = -math.inf  # since when the signals have been under their targets, not clearly fresh
+        self._joined_at = -math.inf  # when a call last joined
         self._over = 0  # samples in a row whose signals were over their targets
         self.delivered_fps = 0.0  # frames/s turned around over the last sample
         self._ages: dict[Any, deque[float]] = {}  # per call: how long its processed frames waited
@@ -216,10 +218,17 @@ class CapacityModel:
     def calls_changed(self, calls: int) -> None:
         with self._lock:
             old, self.calls = self.calls, calls
-            if calls > old:  # the slow start: a new call gets what admission promised it, the floor
+            if calls > old:  # the slow start: a new call gets what admission promised it, the floor ...
                 first = self.limit_fps is None
-                start = self.options.start_fps if first else self.options.min_fps
-                self.limit_fps = (self.limit_fps or 0.0) + start + (calls - old - 1) * self.options.min_fps
+                each = self.options.min_fps
+                settled = self._clock() - self._joined_at >= JOIN_SETTLED_S
+                if not first and old > 0 and settled and not self._congested():  # ... or, joining calls that have
+                    # run a while with no queue seen lately, what they get (up to the first call's start): one
+                    # join, or a worker's callers rejoining here, does not cut their rate
+                    each = max(each, min(self.options.start_fps, (self.limit_fps or 0.0) / old))
+                self._joined_at = self._clock()
+                start = self.options.start_fps if first else each
+                self.limit_fps = (self.limit_fps or 0.0) + start + (calls - old - 1) * each
             if calls == 0:  # nothing left to measure the load with: the next call starts afresh
                 self.limit_fps, self._limit_side, self._cut_at = None, None, -math.inf
                 self._held_since = -math.inf
@@ -253,9 +262,12 @@ class CapacityModel:
             step = self._measured_step(side, max(1, self.calls)) if side else None
             # (measured, target) pairs; a frame may wait up to a whole step in the inbox
             signals: list[tuple[float, float]] = []
-            # each call's p95, then the typical call's: one sender that queues its own frames (say, one that ignores
-            # `send` and overloads itself) must not cut everyone's rate; a machine short of CPU delays them all
-            per_call = sorted(_p95(ages) for ages in self._ages.values() if len(ages) >= 3)
+            # each call's 75th percentile (a queue delays every frame, while a lost packet's recovery delays only
+            # the frames it hit: 5 % loss made a p95 read "queue", and a median missed the swings of a queue in
+            # the callers' own process), then the typical call's: one
+            # sender that queues its own frames (say, one that ignores `send` and overloads itself) must not cut
+            # everyone's rate; a machine short of CPU delays them all
+            per_call = sorted(_p75(ages) for ages in self._ages.values() if len(ages) >= 3)
             if per_call and sum(len(a) for a in self._ages.values()) >= 5:
                 signals.append((per_call[len(per_call) // 2], self.options.wait_target_ms + (step or 0.0)))
                 self._ages.clear()

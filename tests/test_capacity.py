@@ -175,6 +175,22 @@ def test_a_cut_grows_back_on_a_jittery_machine_whose_signals_never_read_fresh():
     assert held[-1] > 1.1 * cut, held  # then probing up
 
 
+def test_calls_that_ran_a_while_keep_their_rate_when_others_join():
+    """Two calls settled at 10 fps each, no queue seen: two more join (a killed cluster worker's callers rejoining
+    here) and get what those two get, so theirs is not cut (with the floor alone, 2 x 10 + 2 x 4 made 7 each).
+    Calls that join together at the start still slow-start from the floor."""
+    from server.capacity import JOIN_SETTLED_S
+
+    capacity, clock = model(min_fps=4.0)
+    capacity.calls_changed(1)
+    capacity.calls_changed(2)  # at once: the first call's 12 (this model's start) + the floor
+    assert capacity.limit_fps == pytest.approx(16.0)
+    capacity.limit_fps = 20.0  # where the guard left it: 10 fps each
+    clock.t += JOIN_SETTLED_S + 1.0
+    capacity.calls_changed(4)
+    assert capacity.limit_fps == pytest.approx(40.0)
+
+
 def test_admission_floor():
     capacity, _ = model(min_fps=8.0, max_calls=50)
     assert capacity.room(0) == 50  # an empty server always admits
