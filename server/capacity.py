@@ -264,9 +264,9 @@ class CapacityModel:
             signals: list[tuple[float, float]] = []
             # each call's 75th percentile (a queue delays every frame, while a lost packet's recovery delays only
             # the frames it hit: 5 % loss made a p95 read "queue", and a median missed the swings of a queue in
-            # the callers' own process), then the typical call's: one
-            # sender that queues its own frames (say, one that ignores `send` and overloads itself) must not cut
-            # everyone's rate; a machine short of CPU delays them all
+            # the callers' own process), then the typical call's: one sender that queues its own frames (say, one
+            # that ignores `send` and overloads itself) must not cut everyone's rate; a machine short of CPU
+            # delays them all
             per_call = sorted(_p75(ages) for ages in self._ages.values() if len(ages) >= 3)
             if per_call and sum(len(a) for a in self._ages.values()) >= 5:
                 signals.append((per_call[len(per_call) // 2], self.options.wait_target_ms + (step or 0.0)))
