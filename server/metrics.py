@@ -83,8 +83,10 @@ class Metrics:
     def frame_failed(self) -> None:
         self.errors.labels(code="pipeline_error").inc()
 
-    def frame_sent(self, encode_ms: float, total_ms: float) -> None:
+    def frame_handed(self) -> None:
         self.frames_out.inc()
+
+    def frame_sent(self, encode_ms: float, total_ms: float) -> None:
         self._stage["encode"].observe(encode_ms / 1000.0)
         self._stage["total"].observe(total_ms / 1000.0)
 

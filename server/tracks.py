@@ -95,6 +95,10 @@ class VideoObserver(Protocol):
 
     def frame_failed(self) -> None: ...
 
+    def frame_handed(self) -> None:
+        """A transformed frame was handed to the sender (counted now: the last one of a call is sent, but the
+        sender never comes back after it)."""
+
     def frame_sent(self, encode_ms: float, total_ms: float) -> None:
         """The sender came back for the next frame: `encode_ms` it spent encoding+sending the last one,
         `total_ms` from that frame's arrival at the server until then."""
@@ -275,6 +279,8 @@ class TransformedVideoTrack(MediaStreamTrack):
         stats = self.relay.stats
         now = time.monotonic()
         stats.frames_out += 1
+        if self.relay.observer is not None:
+            self.relay.observer.frame_handed()
         stats.fps_out.tick(now)
         stats.last_shown_age_ms = (now - out.arrived) * 1000.0
         self.last = out
