@@ -37,6 +37,7 @@ What it decides:
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -45,6 +46,8 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 DEGRADATIONS = ("balanced", "maintain-framerate", "maintain-resolution")  # WebRTC's degradationPreference
 SIDE_STEP = 64
@@ -300,6 +303,15 @@ class CapacityModel:
             cut = 0.8 * min(flowing, allowed)
             self.limit_fps, self._limit_side, self._cut_at = max(float(self.calls), cut), side, now
         fresh = signals and all(value < FRESH * target for value, target in signals)
+        log.debug(  # `--log-level debug`: what the guard read and did, once a second
+            "guard: signals (value, target) %s, allowed %.1f fps, limit %.1f, delivered %.1f, side %d%s",
+            [(round(v, 1), round(t)) for v, t in signals],
+            allowed,
+            self.limit_fps or 0.0,
+            self.delivered_fps,
+            side,
+            " (cut)" if self._cut_at == now else "",
+        )
         if over or fresh or not signals:
             self._held_since = -math.inf
         elif self._held_since == -math.inf:

@@ -26,6 +26,7 @@ def _pct(values: list[float], q: float) -> float:
 class CallerRun:
     index: int
     ages_ms: list[tuple[float, float]] = field(default_factory=list)  # (s since start, round trip ms)
+    age_sides: list[int] = field(default_factory=list)  # the long side of the frame of each `ages_ms` entry
     foreign: int = 0  # frames that carried another caller's id
     unreadable: int = 0  # frames whose id could not be matched (a diffusion engine repaints the id away)
     received: int = 0
@@ -58,6 +59,23 @@ class MultiRun:
         ages = self._ages(start, end)
         return float(np.percentile(ages, q)) if ages else float("nan")
 
+    def end_against_run(self, end_s: float = 5.0, min_frames: int = 50) -> tuple[int, float, float]:
+        """(side, median round trip at that side before the last `end_s`, median over the last `end_s`), at the
+        side most frames of the last `end_s` had (the whole run's median there when fewer than `min_frames` came
+        before). A queue that grows ends the run above what came before; one that the guard cut does not. Judged
+        at one side: a bigger picture costs every encoder and decoder more, so a run whose side stepped up part-way
+        has a longer round trip after it with no queue at all."""
+        points = [(t, a, side) for c in self.callers for (t, a), side in zip(c.ages_ms, c.age_sides, strict=True)]
+        last = [p for p in points if p[0] >= self.seconds - end_s]
+        if not last:
+            return 0, float("nan"), float("nan")
+        side = Counter(p[2] for p in last).most_common(1)[0][0]
+        before = [a for t, a, s in points if s == side and t < self.seconds - end_s]
+        if len(before) < min_frames:
+            before = [a for _, a, s in points if s == side]
+        end = _pct([a for _, a, s in last if s == side], 50)
+        return side, round(_pct(before, 50), 1), round(end, 1)
+
     def summary(self) -> dict:
         fps = [c.fps(self.seconds) for c in self.callers]
         return {
@@ -72,6 +90,7 @@ class MultiRun:
             "last5s_p95_ms": round(self.p(95, self.seconds - 5, self.seconds + 1), 1),
             "first_half_p50_ms": round(self.p(50, 0, self.seconds / 2), 1),
             "second_half_p50_ms": round(self.p(50, self.seconds / 2, self.seconds + 1), 1),
+            "end_against_run_p50_ms": self.end_against_run(),
             "foreign_frames": sum(c.foreign for c in self.callers),
             "unreadable_frames": sum(c.unreadable for c in self.callers),
             "server_age_p50_ms": round(_pct([a for c in self.callers for a in c.server_ages_ms], 50), 1),
@@ -98,7 +117,8 @@ async def _watch(client: RtcClient, run: CallerRun, start: float, seconds: float
         run.received += client.frames_received - seen
         seen = client.frames_received
         last = client.frames[-1]
-        run.sides[max(last.image.shape[:2])] += 1
+        side = max(last.image.shape[:2])
+        run.sides[side] += 1
         frame_id = read_frame_id(last.image, sent_width=client.video.width)  # read to scale if worked smaller
         if frame_id >> COUNT_BITS != run.index:
             run.foreign += 1
@@ -108,6 +128,7 @@ async def _watch(client: RtcClient, run: CallerRun, start: float, seconds: float
             run.unreadable += 1
             continue
         run.ages_ms.append((last.at - start, (last.at - sent) * 1000.0))
+        run.age_sides.append(side)
 
 
 async def run_callers(
