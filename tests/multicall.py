@@ -59,22 +59,22 @@ class MultiRun:
         ages = self._ages(start, end)
         return float(np.percentile(ages, q)) if ages else float("nan")
 
-    def end_against_run(self, end_s: float = 5.0, min_frames: int = 50) -> tuple[int, float, float]:
-        """(side, median round trip at that side before the last `end_s`, median over the last `end_s`), at the
-        side most frames of the last `end_s` had (the whole run's median there when fewer than `min_frames` came
-        before). A queue that grows ends the run above what came before; one that the guard cut does not. Judged
-        at one side: a bigger picture costs every encoder and decoder more, so a run whose side stepped up part-way
-        has a longer round trip after it with no queue at all."""
+    def halves_at_final_side(self, min_frames: int = 50) -> tuple[int, float, float]:
+        """(side, median round trip at that side over the first half of the run, over the second half), at the
+        side most frames of the second half had; when fewer than `min_frames` of the first half were at that side,
+        the whole run's median there stands for the first half. A queue that grows moves the second half's median
+        up. Judged at one side: a bigger picture costs every encoder and decoder more, so a run whose side stepped
+        up part-way has a longer round trip after it with no queue at all."""
+        middle = self.seconds / 2
         points = [(t, a, side) for c in self.callers for (t, a), side in zip(c.ages_ms, c.age_sides, strict=True)]
-        last = [p for p in points if p[0] >= self.seconds - end_s]
-        if not last:
+        second = [p for p in points if p[0] >= middle]
+        if not second:
             return 0, float("nan"), float("nan")
-        side = Counter(p[2] for p in last).most_common(1)[0][0]
-        before = [a for t, a, s in points if s == side and t < self.seconds - end_s]
-        if len(before) < min_frames:
-            before = [a for _, a, s in points if s == side]
-        end = _pct([a for _, a, s in last if s == side], 50)
-        return side, round(_pct(before, 50), 1), round(end, 1)
+        side = Counter(p[2] for p in second).most_common(1)[0][0]
+        first = [a for t, a, s in points if s == side and t < middle]
+        if len(first) < min_frames:
+            first = [a for _, a, s in points if s == side]
+        return side, round(_pct(first, 50), 1), round(_pct([a for _, a, s in second if s == side], 50), 1)
 
     def summary(self) -> dict:
         fps = [c.fps(self.seconds) for c in self.callers]
@@ -90,7 +90,7 @@ class MultiRun:
             "last5s_p95_ms": round(self.p(95, self.seconds - 5, self.seconds + 1), 1),
             "first_half_p50_ms": round(self.p(50, 0, self.seconds / 2), 1),
             "second_half_p50_ms": round(self.p(50, self.seconds / 2, self.seconds + 1), 1),
-            "end_against_run_p50_ms": self.end_against_run(),
+            "halves_p50_ms_at_final_side": self.halves_at_final_side(),
             "foreign_frames": sum(c.foreign for c in self.callers),
             "unreadable_frames": sum(c.unreadable for c in self.callers),
             "server_age_p50_ms": round(_pct([a for c in self.callers for a in c.server_ages_ms], 50), 1),
