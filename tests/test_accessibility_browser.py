@@ -18,7 +18,7 @@ from tests.browser import DESKTOP, IPHONE_13, PLAYING_JS, offline_default_server
 from tests.conftest import ARTIFACTS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-require_chromium()
+PlaywrightTimeoutError = require_chromium().TimeoutError
 axe_sync = pytest.importorskip("axe_playwright_python.sync_playwright")
 
 SENTENCE = "Running the offline style painter: the diffusion model isn't downloaded"
@@ -147,7 +147,16 @@ def test_the_servers_warning_shows_once_in_plain_words(photo_chromium, offline_s
 
         page.click("#start")
         page.wait_for_function(PLAYING_JS, timeout=40_000)
-        page.wait_for_function("() => document.getElementById('status').textContent === 'In the call'", timeout=10_000)
+        # the status line says where the call is; the server may already have said that it works at a smaller
+        # size ("working at 320 px to keep 8 fps", the offline style engine on this CPU): a status, not a warning
+        try:
+            page.wait_for_function(
+                "() => { const s = document.getElementById('status').textContent;"
+                " return s === 'In the call' || s.startsWith('working at '); }",
+                timeout=10_000,
+            )
+        except PlaywrightTimeoutError:
+            pytest.fail(f"status line after 10 s: {page.inner_text('#status')!r}")
         body = page.inner_text("body")
         assert body.count(SENTENCE) == 1 and "serving style" not in body, body
 
