@@ -116,7 +116,9 @@ async def test_call_keeps_moving_under_packet_loss(start_server, monkeypatch):
     lossless, lossy = phase_numbers(client.arrivals, t0, t1), phase_numbers(client.arrivals, t1, t2)
     print(f"\nlossless: {lossless}\nlossy {LOSS:.0%}: {lossy}")
     print(f"dropped out {net.dropped_out}/{net.sent}, in {net.dropped_in}/{net.received}; server stats {stats}")
-    assert net.dropped_out > 5 and net.dropped_in > 5  # loss really happened both ways
+    # loss really happened both ways (a precondition; the stats below show the two ends saw it). Not "> 5": 5 % of
+    # the ~250 datagrams a 12 s phase sends is 12 +- 3.4, and a burner run that cut the rate dropped exactly 5
+    assert net.dropped_out > 0 and net.dropped_in > 0, (net.dropped_out, net.dropped_in)
     assert lossless["fps"] > 3, lossless
     assert lossy["fps"] >= 0.7 * lossless["fps"], (lossless, lossy)
     assert lossy["max_gap_s"] <= 2.0, lossy
