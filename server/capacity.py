@@ -88,7 +88,10 @@ class CapacityOptions:
     wait_target_ms: float = 40.0  # frames waiting longer than this plus one step (queued before the server,
     # or in the inbox), two samples in a row or twice as long once, make the guard cut capacity
     ewma: float = 0.2  # weight of a new step-time sample
-    start_fps: float = 20.0  # the first call's share before the guard has seen how calls fare (a slow start)
+    start_fps: float = 20.0  # calls joining together start at this (the first) + min_fps per other: a slow start
+    solo_start_fps: float = 30.0  # a lone first call starts here: the camera's rate (the frame interval is part of
+    # a round trip: a viewer that shows a frame when the next one begins adds 1/fps; 20 fps cost one caller 8 ms
+    # p50 and 14 ms p95 in bench/latency.py); a call that joins within JOIN_SETTLED_S takes the difference back
     cores: int = 0  # 0 = the cores this process may run on
     degradation: str = "balanced"  # --degradation
     max_calls: int = 8  # --max-sessions: `room` never goes past it
@@ -170,6 +173,7 @@ class CapacityModel:
         self._cut_at = -math.inf  # when the guard last cut (then its limit is a measurement of the device)
         self._held_since = -math.inf  # since when the signals have been under their targets, not clearly fresh
         self._joined_at = -math.inf  # when a call last joined
+        self._solo_extra = 0.0  # what a lone first call got above the shared slow start (until a join)
         self._over = 0  # samples in a row whose signals were over their targets
         self.delivered_fps = 0.0  # frames/s turned around over the last sample
         self._ages: dict[Any, deque[float]] = {}  # per call: how long its processed frames waited
@@ -229,9 +233,17 @@ class CapacityModel:
                     # run a while with no queue seen lately, what they get (up to the first call's start): one
                     # join, or a worker's callers rejoining here, does not cut their rate
                     each = max(each, min(self.options.start_fps, (self.limit_fps or 0.0) / old))
+                if first:
+                    solo = calls == 1 and self.options.solo_start_fps > self.options.start_fps
+                    self._solo_extra = self.options.solo_start_fps - self.options.start_fps if solo else 0.0
+                    self.limit_fps = self.options.start_fps + self._solo_extra + (calls - 1) * each
+                else:
+                    if not settled:  # joins while the first call's lone start stands: all start together, from
+                        # the shared slow start
+                        self.limit_fps = max(float(old), (self.limit_fps or 0.0) - self._solo_extra)
+                    self._solo_extra = 0.0
+                    self.limit_fps = (self.limit_fps or 0.0) + (calls - old) * each
                 self._joined_at = self._clock()
-                start = self.options.start_fps if first else each
-                self.limit_fps = (self.limit_fps or 0.0) + start + (calls - old - 1) * each
             if calls == 0:  # nothing left to measure the load with: the next call starts afresh
                 self.limit_fps, self._limit_side, self._cut_at = None, None, -math.inf
                 self._held_since = -math.inf
@@ -449,7 +461,7 @@ class CapacityModel:
         calls = max(1, self.calls if calls is None else calls)
         side = side or self._default_side()
         e = self.estimate(calls, side) if side else None
-        fps = self.options.start_fps if e is None else e.fps
+        fps = (self.options.max_fps if self.limit_fps is not None else self.options.start_fps) if e is None else e.fps
         limit = self._limit_at(side) if side else self.limit_fps
         if limit is not None:
             fps = min(fps, limit / calls)

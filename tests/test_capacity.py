@@ -36,7 +36,7 @@ class Clock:
 def model(**options) -> tuple[CapacityModel, Clock]:
     """A model on a fake clock: 2 cores, the first call's slow start at 12 fps (the numbers below use it)."""
     clock = Clock()
-    options = {"cores": 2, "start_fps": 12.0, **options}
+    options = {"cores": 2, "start_fps": 12.0, "solo_start_fps": 12.0, **options}
     return CapacityModel(CapacityOptions(**options), clock=clock.wall, cpu_clock=clock.cpu_time), clock
 
 
@@ -52,6 +52,27 @@ def test_share_follows_the_measured_step_and_the_calls():
     assert capacity.step_ms(8) == pytest.approx(400.0)
     assert capacity.share(8) == pytest.approx(2.5)
     assert capacity.share(1) == pytest.approx(20.0)  # batch 1 scaled down linearly from 4: 50 ms
+
+
+def test_a_lone_call_starts_at_the_cameras_rate_and_gives_it_back_when_others_join_at_once():
+    """One caller on an empty server is not slowed by the slow start (its frame interval is part of its round
+    trip); calls that join in its first seconds start together with it from the shared slow start."""
+    capacity, clock = model(start_fps=20.0, solo_start_fps=30.0)
+    capacity.calls_changed(1)
+    assert capacity.limit_fps == 30.0
+    assert capacity.share(1) == 30.0  # nothing measured yet: the lone start is what it may send
+    clock.t = 1.0
+    capacity.calls_changed(2)  # joins within JOIN_SETTLED_S: 20 for the first, the floor for the second
+    assert capacity.limit_fps == 20.0 + 8.0
+    capacity.calls_changed(0)
+    capacity.calls_changed(3)  # three at once on an empty server: the shared slow start, no lone start
+    assert capacity.limit_fps == 20.0 + 2 * 8.0
+    capacity.calls_changed(0)
+    clock.t = 10.0
+    capacity.calls_changed(1)
+    clock.t = 20.0  # the lone call ran 10 s with no queue seen: a join keeps its rate (what it would get anyway)
+    capacity.calls_changed(2)
+    assert capacity.limit_fps == 30.0 + 20.0
 
 
 def test_cpu_bound_and_latency_guard():
