@@ -10,14 +10,16 @@ What is measured while the server runs:
   target utilisation;
 - a latency guard for load this process cannot see (the callers' own CPU, other programs): the calls
   together may send `limit_fps` frames a second, a rate limit run as congestion control runs one. It
-  starts low (`start_fps` for the first call, `min_fps` more for each that joins: a slow start). It is
+  starts low (`start_fps` for the first call, `min_fps` more for each that joins: a slow start; a lone call
+  on an empty server starts at `solo_start_fps`, and gives the difference back when calls join in its first
+  `JOIN_SETTLED_S`). It is
   cut to 0.8 × what was turned around in that second (a cut of what actually flows bites at once,
   however far off the bounds above are; never below 1 fps a call) when the typical call's frames wait —
   queued before they reach us (TransitDelay), or in the inbox — longer than a step should make them,
   when the typical call's RTCP round trip grows above its least (queueing towards or inside the viewers),
   or when the viewers report heavy loss: two seconds in a row, or twice over once. When that leaves the
   calls below the target, the working side steps down at once (the limit carried to the smaller side in
-  proportion). While the signals are clearly fresh and the calls use it, it grows by 10 % a second up
+  the square root of the side ratio down, in proportion up: see `_limit_at`). While the signals are clearly fresh and the calls use it, it grows by 10 % a second up
   to the bounds above; after `HOLD_PROBE_S` under the targets without reading clearly fresh, by 5 %.
   A cut counts as a measurement of the device (working side, admission) for
   `fresh_s`; the slow start does not. It is dropped when the server empties.
@@ -225,6 +227,9 @@ class CapacityModel:
     def calls_changed(self, calls: int) -> None:
         with self._lock:
             old, self.calls = self.calls, calls
+            if old == 0 and calls > 0:  # CPU per frame is measured from here: the time before (start-up, loading
+                # the model: 3.4 s of CPU "per frame" over the first 3 frames of tiny-sd15) is no call's cost
+                self._sample_at = (self._clock(), self._cpu_clock(), self._frames)
             if calls > old:  # the slow start: a new call gets what admission promised it, the floor ...
                 first = self.limit_fps is None
                 each = self.options.min_fps
@@ -338,14 +343,17 @@ class CapacityModel:
             self.limit_fps, self._limit_side = min(allowed * 1.05, max(allowed, unlimited)), side
 
     def _limit_at(self, side: int) -> float | None:
-        """The guard's limit carried to `side` px: in proportion to the side, not to the pixel count (a guess on the
-        safe side: what it stands for — the callers' encoders, decoders, their event loops — has a cost per frame
-        that does not shrink with the picture)."""
+        """The guard's limit carried to `side` px, a guess on the safe side either way: what it stands for — the
+        callers' encoders, decoders, their event loops — has a cost per frame that does not shrink with the picture.
+        Down, by the square root of the side ratio: 8 callers here turned around ~78 fps at 512 px, ~100 at 320,
+        ~125 at 192 (about side^-0.5); carried in proportion to the side, a cut to 61 fps at 512 became 97 at 320
+        and the first probe above it queued 600 ms. Up, in proportion to the side."""
         if self.limit_fps is None:
             return None
         if self._limit_side is None:
             return self.limit_fps
-        return self.limit_fps * self._limit_side / side
+        ratio = self._limit_side / side
+        return self.limit_fps * (math.sqrt(ratio) if ratio > 1 else ratio)
 
     def _congested(self) -> bool:
         """Whether the guard cut within `fresh_s`: its limit then measures what the device and the callers take."""
@@ -499,8 +507,11 @@ class CapacityModel:
         target = self.target_fps()
         i = ladder.index(current)
         with self._lock:
-            # a new side's step time is trusted after a few steps; a queue the guard just cut for needs no wait
-            measured_since_change = self._since_change[current] >= TRUSTED_SAMPLES or self._cut_at >= self._changed_at
+            # a new side's step time is trusted after a few steps; a queue the guard just cut for needs no wait (a
+            # cut since the last change, not the start: with neither, -inf >= -inf stepped a call down on its first,
+            # cold step: tiny-sd15 at 256 px went to 192 one second into the first call on a slower CPU)
+            cut_since_change = self._cut_at > -math.inf and self._cut_at >= self._changed_at
+            measured_since_change = self._since_change[current] >= TRUSTED_SAMPLES or cut_since_change
         if here.fps < target * self.options.down_below and i + 1 < len(ladder) and measured_since_change:
             chosen = ladder[-1]
             for side in ladder[i + 1 :]:

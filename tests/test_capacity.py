@@ -75,6 +75,20 @@ def test_a_lone_call_starts_at_the_cameras_rate_and_gives_it_back_when_others_jo
     assert capacity.limit_fps == 30.0 + 20.0
 
 
+def test_the_cpu_spent_before_the_first_call_is_no_calls_cost():
+    """Start-up (loading a model: seconds of CPU) is not charged to the first frames: before, 3 frames of tiny-sd15
+    read 3.4 s of CPU each, predicted 0.5 fps and stepped the first call from 256 to 192 px at --min-fps 1."""
+    capacity, clock = model(min_fps=1.0)
+    clock.t, clock.cpu = 5.0, 7.0  # the server loaded its model: 7 s of CPU, no call yet
+    capacity.calls_changed(1)
+    for _ in range(4):
+        capacity.step_done(engine="tiny", side=256, steps=1, batch=1, step_ms=200.0, requested=256)
+    clock.t, clock.cpu = 6.0, 7.8  # the call's own cost: 0.8 s of CPU for 4 frames
+    capacity.sample()
+    assert capacity.cpu_ms_per_frame == pytest.approx(200.0)
+    assert capacity.working_side(256) == 256  # 2 cores x 0.85 / 200 ms = 8.5 fps, far above 1 fps: no step down
+
+
 def test_cpu_bound_and_latency_guard():
     capacity, clock = model(target_utilisation=0.5)
     capacity.calls_changed(2)
