@@ -18,11 +18,11 @@ What is measured while the server runs:
   queued before they reach us (TransitDelay), or in the inbox — longer than a step should make them,
   when the typical call's RTCP round trip grows above its least (queueing towards or inside the viewers),
   or when the viewers report heavy loss: two seconds in a row, or twice over once. When that leaves the
-  calls below the target, the working side steps down at once (the limit carried to the smaller side in
-  the square root of the side ratio down, in proportion up: see `_limit_at`). While the signals are clearly fresh and the calls use it, it grows by 10 % a second up
-  to the bounds above; after `HOLD_PROBE_S` under the targets without reading clearly fresh, by 5 %.
-  A cut counts as a measurement of the device (working side, admission) for
-  `fresh_s`; the slow start does not. It is dropped when the server empties.
+  calls below the target, the working side steps down at once (the limit carried to the smaller side by
+  the square root of the side ratio; to a larger one in proportion: `_limit_at`). While the signals are
+  clearly fresh and the calls use it, it grows by 10 % a second up to the bounds above; after
+  `HOLD_PROBE_S` under the targets without reading clearly fresh, by 5 %. A cut counts as a measurement
+  of the device (working side, admission) for `fresh_s`; the slow start does not. It is dropped when the server empties.
 
 What it decides:
 - the working side (`--degradation`): when the calls cannot get `min_fps` at the requested frame size
