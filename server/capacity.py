@@ -508,8 +508,8 @@ class CapacityModel:
         i = ladder.index(current)
         with self._lock:
             # a new side's step time is trusted after a few steps; a queue the guard just cut for needs no wait (a
-            # cut since the last change, not the start: with neither, -inf >= -inf stepped a call down on its first,
-            # cold step: tiny-sd15 at 256 px went to 192 one second into the first call on a slower CPU)
+            # real cut since the last change: with neither, -inf >= -inf read as one and let a first, cold step
+            # decide)
             cut_since_change = self._cut_at > -math.inf and self._cut_at >= self._changed_at
             measured_since_change = self._since_change[current] >= TRUSTED_SAMPLES or cut_since_change
         if here.fps < target * self.options.down_below and i + 1 < len(ladder) and measured_since_change:
