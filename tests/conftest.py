@@ -6,9 +6,22 @@ from pathlib import Path
 
 import pytest
 
+from server import aiortc_patches
+from server.config import ServerConfig
 from tests.serverproc import ServerProcess
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+
+def pytest_configure(config) -> None:
+    """The test callers (tests/rtc_client.py) run on the aiortc an in-process server leaves behind: the changes
+    `speakdraw serve` makes to aiortc are process-wide, and the first test that builds an app in this process puts
+    them in place for every call after it, its callers' receivers included. Put them in place before any test, so
+    a test's callers behave the same alone and in the whole suite. The one that matters to a caller is the
+    marker jitter buffer: a frame is handed on when its last packet arrives, as a browser does; stock aiortc holds
+    it until the next frame's first packet, one frame interval later (at 15 fps, 67 ms on every round trip:
+    tests/test_cluster.py's front-door test read 80 ms alone and 12 ms after tests/test_aiortc_patches.py)."""
+    aiortc_patches.install(ServerConfig(https_port=0))
 
 
 @pytest.fixture

@@ -354,41 +354,50 @@ def udp_sockets(pid: int) -> int:
 
 @pytest.mark.slow
 async def test_the_front_door_adds_nothing_to_the_media_path(cluster, tmp_path):
-    """4 callers, 256², 15 fps: round trip through the cluster within 1.15x of one `speakdraw serve` (the workers'
-    flags) with the same callers. Both sets run at the same time, twice: this machine's load moves the round trip
-    by 2x from one 5 s run to the next (measured), so runs one after the other compare the load, not the paths.
-    And the media cannot pass the front door: it holds no UDP socket while the calls run; the workers do."""
+    """4 callers, 256², 15 fps: the round trip through the cluster is one `speakdraw serve`'s (the workers' flags)
+    with the same callers, within this machine's noise. Both sets run at the same time, in 5 rounds of 5 s, and the
+    median round's ratio is judged: the load moves the round trip by 2x from one 5 s run to the next (measured),
+    so runs one after the other compare the load, not the paths; and at a ~10 ms p50 (the callers' receivers hand
+    a frame on at its last packet) one round's ratio alone swung 0.71-1.37 here (18 rounds: mean 1.04, sd 0.11),
+    and CI read 34 vs 28 ms from two pooled rounds. A median of 5 above 1.25 takes 3 rounds above it.
+    The media cannot pass the front door: it holds no UDP socket while the calls run; the workers do. That is
+    the check a relay through the front door cannot pass; the ratio is the check that a user gets the same."""
     single = ServerProcess("--cpu-cores", "1", "--min-fps", "4", log_path=tmp_path / "single.log")
-    rtt: dict[str, list[float]] = {"cluster": [], "serve": []}
+    ratios: list[float] = []
+    p50s: list[dict[str, float]] = []
     try:
         single.wait_ready()
         health = cluster.health()
         sockets: list[tuple[int, list[int]]] = []
+        splits: list[list[int]] = []
 
         async def look() -> None:
             await asyncio.sleep(6.0)
             sockets.append((udp_sockets(health["pid"]), [udp_sockets(w["pid"]) for w in health["workers"]]))
+            splits.append([w["sessions"] for w in (await asyncio.to_thread(cluster.health))["workers"]])
 
-        for _ in range(2):
+        for _ in range(5):
             await idle(cluster)
             looker = asyncio.ensure_future(look())
             runs = await asyncio.gather(
                 *(
-                    run_callers(base, callers=4, seconds=8.0, fps=15.0, settings=SMALL, warmup_s=3.0)
+                    run_callers(base, callers=4, seconds=5.0, fps=15.0, settings=SMALL, warmup_s=3.0)
                     for base in (cluster.base, single.base)
                 )
             )
             await looker
+            p50 = {}
             for name, run in zip(("cluster", "serve"), runs, strict=True):
                 assert run.summary()["foreign_frames"] == 0
-                rtt[name] += [a for c in run.callers for _, a in c.ages_ms]
+                p50[name] = float(np.percentile([a for c in run.callers for _, a in c.ages_ms], 50))
+            p50s.append({k: round(v, 1) for k, v in p50.items()})
+            ratios.append(p50["cluster"] / p50["serve"])
     finally:
         single.stop()
-    p50 = {name: float(np.percentile(values, 50)) for name, values in rtt.items()}
-    print(f"round trip p50: {p50}; frames {({k: len(v) for k, v in rtt.items()})}; UDP sockets (front door, "
-          f"workers) {sockets}; load {os.getloadavg()}")  # fmt: skip
+    print(f"round trip p50 by round: {p50s}; cluster/serve {[round(r, 2) for r in ratios]}; calls per worker "
+          f"{splits}; UDP sockets (front door, workers) {sockets}; load {os.getloadavg()}")  # fmt: skip
     assert all(front == 0 and sum(workers) > 0 for front, workers in sockets), sockets
-    assert p50["cluster"] <= 1.15 * p50["serve"], p50
+    assert statistics.median(ratios) <= 1.25, (ratios, p50s)
 
 
 @pytest.mark.slow
