@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -54,6 +55,17 @@ def test_output_has_the_input_size(engine):
     for h, w in ((SIZE, SIZE), (48, 80), (50, 70)):  # 50x70 is not a multiple of 8: resized internally
         out = engine.new_session(settings()).process(frame(h=h, w=w))
         assert out.shape == (h, w, 3) and out.dtype == np.uint8
+
+
+def test_a_read_only_frame_is_taken_without_a_warning_and_left_as_it_was(engine):
+    """A decoder's frame can be a read-only view: torch would share it with a UserWarning (CI printed one)."""
+    rgb = frame()
+    before = rgb.copy()
+    rgb.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        out = engine.new_session(settings()).process(rgb)
+    assert out.shape == rgb.shape and np.array_equal(rgb, before)
 
 
 def test_output_changes_when_the_prompt_changes(engine):

@@ -227,8 +227,9 @@ class DiffusionEngine(Engine):
 
 
 def to_tensor(rgb: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """HxWx3 uint8 → 1x3xHxW in [-1, 1] on `device`."""
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).to(device)
+    """HxWx3 uint8 → 1x3xHxW in [-1, 1] on `device`. A decoded frame's pixels can be a read-only view, which torch
+    shares only with a warning (and undefined behaviour on a write): such an array is copied first (np.require)."""
+    x = torch.from_numpy(np.require(rgb, dtype=np.uint8, requirements=["C_CONTIGUOUS", "WRITEABLE"])).to(device)
     return x.permute(2, 0, 1).unsqueeze(0).to(dtype).div_(127.5).sub_(1.0)
 
 
