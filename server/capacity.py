@@ -8,21 +8,11 @@ What is measured while the server runs:
 - the CPU: the process's CPU time per delivered frame (`time.process_time`, so WebRTC decode, encode,
   packetisation and conversions are all in it), per working side, against the cores it may use at a
   target utilisation;
-- a latency guard for load this process cannot see (the callers' own CPU, other programs): the calls
-  together may send `limit_fps` frames a second, a rate limit run as congestion control runs one. It
-  starts low (`start_fps` for the first call, `min_fps` more for each that joins: a slow start; a lone call
-  on an empty server starts at `solo_start_fps`, and gives the difference back when calls join in its first
-  `JOIN_SETTLED_S`). It is
-  cut to 0.8 × what was turned around in that second (a cut of what actually flows bites at once,
-  however far off the bounds above are; never below 1 fps a call) when the typical call's frames wait —
-  queued before they reach us (TransitDelay), or in the inbox — longer than a step should make them,
-  when the typical call's RTCP round trip grows above its least (queueing towards or inside the viewers),
-  or when the viewers report heavy loss: two seconds in a row, or twice over once. When that leaves the
-  calls below the target, the working side steps down at once (the limit carried to the smaller side in
-  proportion to the side: `_limit_at`). While the signals are
-  clearly fresh and the calls use it, it grows by 10 % a second up to the bounds above; after
-  `HOLD_PROBE_S` under the targets without reading clearly fresh, by 5 %. A cut counts as a measurement
-  of the device (working side, admission) for `fresh_s`; the slow start does not. It is dropped when the server empties.
+- a latency guard for load this process cannot see (the callers' own CPU, other programs): a limit on the
+  calls' total frame rate, run as congestion control runs one (server/latency_guard.py). When its cut leaves
+  the calls below the target, the working side steps down at once (the limit carried to the smaller side
+  in proportion to the side); a cut counts as a measurement of the device (working side, admission) for
+  `fresh_s`.
 
 What it decides:
 - the working side (`--degradation`): when the calls cannot get `min_fps` at the requested frame size
@@ -39,33 +29,19 @@ What it decides:
 
 from __future__ import annotations
 
-import logging
 import math
-import os
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-log = logging.getLogger(__name__)
+from server.capacity_options import CapacityOptions, usable_cores
+from server.latency_guard import LatencyGuard
 
-DEGRADATIONS = ("balanced", "maintain-framerate", "maintain-resolution")  # WebRTC's degradationPreference
 SIDE_STEP = 64
 MIN_WORKING_SIDE = 192
-
-
-def _p75(values: deque[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, (3 * len(ordered)) // 4)]
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def working_ladder(requested: int) -> list[int]:
@@ -79,53 +55,6 @@ def working_ladder(requested: int) -> list[int]:
     return sides
 
 
-@dataclass
-class CapacityOptions:
-    min_fps: float = 8.0  # per call: below it the working side steps down; admission floor (--min-fps)
-    max_fps: float = 30.0  # never ask a camera for more than this
-    target_utilisation: float = 0.85  # of the usable cores
-    path_target_ms: float = 50.0  # RTCP round trips grown by more than this over their least cut capacity too
-    loss_target: float = 0.10  # so does a loss fraction above this in the viewers' receiver reports (a receiver
-    # too starved to read its socket drops packets; a lossy radio's 1-2 % is not congestion)
-    wait_target_ms: float = 40.0  # frames waiting longer than this plus one step (queued before the server,
-    # or in the inbox), two samples in a row or twice as long once, make the guard cut capacity
-    ewma: float = 0.2  # weight of a new step-time sample
-    start_fps: float = 20.0  # calls joining together start at this (the first) + min_fps per other: a slow start
-    solo_start_fps: float = 30.0  # a lone first call starts here: the camera's rate (the frame interval is part of
-    # a round trip: a viewer that shows a frame when the next one begins adds 1/fps; 20 fps cost one caller 8 ms
-    # p50 and 14 ms p95 in bench/latency.py); a call that joins within JOIN_SETTLED_S takes the difference back
-    cores: int = 0  # 0 = the cores this process may run on
-    degradation: str = "balanced"  # --degradation
-    max_calls: int = 8  # --max-sessions: `room` never goes past it
-    fresh_s: float = 20.0  # a figure older than this may guide, never refuse
-    reprobe_s: float = 60.0  # a side measured longer ago than this is guessed afresh (load may have gone)
-    down_below: float = 1.1  # the side steps down when the calls are predicted below this × the target ...
-    down_margin: float = 1.3  # ... to the largest side predicted at this × the target
-    up_headroom: float = 1.6  # stepping up needs the next side predicted at this × the target
-    dwell_s: float = 5.0  # at least this long between a size change and a step up
-    admit_margin: float = 1.25  # a call is admitted when every call is predicted at this × min_fps (estimates err:
-    # measured here, 1 style call at 17.6 fps predicted 2 at 8.8 each; they got 5)
-
-    def __post_init__(self) -> None:
-        if self.degradation not in DEGRADATIONS:
-            raise ValueError(f"degradation is one of {DEGRADATIONS}, got {self.degradation!r}")
-
-    @classmethod
-    def from_config(cls, config: Any) -> CapacityOptions:
-        """From a `ServerConfig` (`--min-fps`, `--cpu-cores`, `--degradation`, `--max-sessions`)."""
-        return cls(
-            min_fps=config.min_fps,
-            cores=config.cpu_cores,
-            degradation=config.degradation,
-            max_calls=config.max_sessions,
-        )
-
-
-FRESH = 0.25  # signals below this fraction of their targets are "clearly fresh": the rate grows by 10 % a second
-JOIN_SETTLED_S = 5.0  # calls present this long (no join since) have a rate a new call may match
-HOLD_PROBE_S = 5.0  # under their targets but not clearly fresh this long (a machine whose jitter never lets
-# them read fresh): the rate probes up by 5 % a second all the same, until a signal goes over and cuts it
-CUT_HOLD_S = 2.0  # after a cut, only a queue twice the target cuts again within this time
 TRUSTED_SAMPLES = 3  # a step time seen this often is trusted over a single (possibly cold or jittered) one
 
 
@@ -170,17 +99,8 @@ class CapacityModel:
         self._frames_by_side: Counter[int] = Counter()
         self._sample_at = (clock(), cpu_clock(), 0)
         self._cpu_ms: dict[int, tuple[float, float]] = {}  # side -> (CPU ms per frame, when)
-        self.limit_fps: float | None = None  # total frames/s the latency guard allows, at `_limit_side` px
-        self._limit_side: int | None = None  # None: not tied to a side yet (the slow start)
-        self._cut_at = -math.inf  # when the guard last cut (then its limit is a measurement of the device)
-        self._held_since = -math.inf  # since when the signals have been under their targets, not clearly fresh
-        self._joined_at = -math.inf  # when a call last joined
-        self._solo_extra = 0.0  # what a lone first call got above the shared slow start (until a join)
-        self._over = 0  # samples in a row whose signals were over their targets
+        self.latency_guard = LatencyGuard(self.options, clock)
         self.delivered_fps = 0.0  # frames/s turned around over the last sample
-        self._ages: dict[Any, deque[float]] = {}  # per call: how long its processed frames waited
-        self._paths: deque[float] = deque(maxlen=64)
-        self._losses: deque[float] = deque(maxlen=64)
         self.calls = 0
         self.cap: int | None = None  # the working side's upper bound now (None: as requested)
         self._changed_at = -math.inf
@@ -208,21 +128,30 @@ class CapacityModel:
             self._frames += batch
             self._frames_by_side[side] += batch
 
+    @property
+    def limit_fps(self) -> float | None:
+        """Total frames/s the latency guard allows the calls (None: no call yet)."""
+        return self.latency_guard.limit_fps
+
+    @limit_fps.setter
+    def limit_fps(self, fps: float | None) -> None:
+        self.latency_guard.limit_fps = fps
+
     def frame_age(self, age_ms: float, call: Any = None) -> None:
         """How long a processed frame of `call` (any key) waited before its step began (event loop)."""
         with self._lock:
-            self._ages.setdefault(call, deque(maxlen=120)).append(age_ms)
+            self.latency_guard.frame_age(age_ms, call)
 
     def path_delay(self, excess_ms: float) -> None:
         """A call's RTCP round trip above the least it has had (event loop, about once a second): queueing on
         the way to and inside the viewer — its kernel buffers, a starved receiver — which no frame age shows."""
         with self._lock:
-            self._paths.append(excess_ms)
+            self.latency_guard.path_delay(excess_ms)
 
     def path_loss(self, fraction: float) -> None:
         """A viewer's receiver report: the fraction of our packets it lost lately (event loop, about once a second)."""
         with self._lock:
-            self._losses.append(fraction)
+            self.latency_guard.path_loss(fraction)
 
     def calls_changed(self, calls: int) -> None:
         with self._lock:
@@ -230,33 +159,10 @@ class CapacityModel:
             if old == 0 and calls > 0:  # CPU per frame is measured from here: the time before (start-up, loading
                 # the model: 3.4 s of CPU "per frame" over the first 3 frames of tiny-sd15) is no call's cost
                 self._sample_at = (self._clock(), self._cpu_clock(), self._frames)
-            if calls > old:  # the slow start: a new call gets what admission promised it, the floor ...
-                first = self.limit_fps is None
-                each = self.options.min_fps
-                settled = self._clock() - self._joined_at >= JOIN_SETTLED_S
-                if not first and old > 0 and settled and not self._congested():  # ... or, joining calls that have
-                    # run a while with no queue seen lately, what they get (up to the first call's start): one
-                    # join, or a worker's callers rejoining here, does not cut their rate
-                    each = max(each, min(self.options.start_fps, (self.limit_fps or 0.0) / old))
-                if first:
-                    solo = calls == 1 and self.options.solo_start_fps > self.options.start_fps
-                    self._solo_extra = self.options.solo_start_fps - self.options.start_fps if solo else 0.0
-                    self.limit_fps = self.options.start_fps + self._solo_extra + (calls - 1) * each
-                else:
-                    if not settled:  # joins while the first call's lone start stands: all start together, from
-                        # the shared slow start
-                        self.limit_fps = max(float(old), (self.limit_fps or 0.0) - self._solo_extra)
-                    self._solo_extra = 0.0
-                    self.limit_fps = (self.limit_fps or 0.0) + (calls - old) * each
-                self._joined_at = self._clock()
-            if calls == 0:  # nothing left to measure the load with: the next call starts afresh
-                self.limit_fps, self._limit_side, self._cut_at = None, None, -math.inf
-                self._held_since = -math.inf
+            self.latency_guard.calls_changed(old, calls)
+            if calls == 0:  # the next call starts afresh (the guard too)
                 self.cap = None
                 self._changed_at = -math.inf
-                self._ages.clear()
-                self._paths.clear()
-                self._losses.clear()
             self.version += 1
 
     def sample(self) -> None:
@@ -280,82 +186,12 @@ class CapacityModel:
             self.delivered_fps = frames / (now - t0)
             side = self.working_side(self.requested_side) if self.requested_side else None
             step = self._measured_step(side, max(1, self.calls)) if side else None
-            # (measured, target) pairs; a frame may wait up to a whole step in the inbox
-            signals: list[tuple[float, float]] = []
-            # each call's 75th percentile (a queue delays every frame, while a lost packet's recovery delays only
-            # the frames it hit: 5 % loss made a p95 read "queue", and a median missed the swings of a queue in
-            # the callers' own process), then the typical call's: one sender that queues its own frames (say, one
-            # that ignores `send` and overloads itself) must not cut everyone's rate; a machine short of CPU
-            # delays them all
-            per_call = sorted(_p75(ages) for ages in self._ages.values() if len(ages) >= 3)
-            if per_call and sum(len(a) for a in self._ages.values()) >= 5:
-                signals.append((per_call[len(per_call) // 2], self.options.wait_target_ms + (step or 0.0)))
-                self._ages.clear()
-            if self._paths:
-                paths = sorted(self._paths)  # the typical call's round-trip growth, not one outlier's
-                signals.append((paths[len(paths) // 2], self.options.path_target_ms))
-                self._paths.clear()
-            if self._losses:
-                losses = sorted(self._losses)
-                signals.append((losses[len(losses) // 2], self.options.loss_target))
-                self._losses.clear()
+            signals = self.latency_guard.signals(step)
             self.version += 1
         if side is not None and self.calls:
-            self._guard(signals, side, now)
+            unlimited = self.total_fps(self.calls, side, limited=False)
+            self.latency_guard.update(signals, side, unlimited, self.delivered_fps, self.calls, now)
         self._adapt(now)
-
-    def _guard(self, signals: list[tuple[float, float]], side: int, now: float) -> None:
-        """Cut the calls' total rate when frames or round trips queue; let it grow back while they clearly do not."""
-        unlimited = self.total_fps(self.calls, side, limited=False)
-        allowed = self._limit_at(side)
-        if unlimited is None or allowed is None:
-            return
-        over = any(value > target for value, target in signals)
-        severe = any(value > 2 * target for value, target in signals)
-        self._over = self._over + 1 if over else 0
-        if over and (severe or self._over >= 2):  # a queue that stays (one late second is noise), or a deep one
-            if now - self._cut_at < CUT_HOLD_S and not severe:
-                return  # the queue a cut left takes a moment to drain: do not cut again for the same one
-            flowing = self.delivered_fps if self.delivered_fps > 0 else allowed
-            cut = 0.8 * min(flowing, allowed)
-            self.limit_fps, self._limit_side, self._cut_at = max(float(self.calls), cut), side, now
-        fresh = signals and all(value < FRESH * target for value, target in signals)
-        log.debug(  # `--log-level debug`: what the guard read and did, once a second
-            "guard: signals (value, target) %s, allowed %.1f fps, limit %.1f, delivered %.1f, side %d%s",
-            [(round(v, 1), round(t)) for v, t in signals],
-            allowed,
-            self.limit_fps or 0.0,
-            self.delivered_fps,
-            side,
-            " (cut)" if self._cut_at == now else "",
-        )
-        if over or fresh or not signals:
-            self._held_since = -math.inf
-        elif self._held_since == -math.inf:
-            self._held_since = now
-        used = self.delivered_fps > 0.6 * allowed
-        if not over and fresh and used:
-            # clearly fresh, and the calls use what they may: probe upwards slowly (latency stays flat)
-            self.limit_fps, self._limit_side = min(allowed * 1.1, max(allowed, unlimited)), side
-        elif not over and used and now - max(self._held_since, self._cut_at) >= HOLD_PROBE_S:
-            # under the targets for a while, never clearly fresh: probe more slowly still; a signal over its
-            # target cuts again (without this, a limit cut on a jittery machine never grows back)
-            self.limit_fps, self._limit_side = min(allowed * 1.05, max(allowed, unlimited)), side
-
-    def _limit_at(self, side: int) -> float | None:
-        """The guard's limit carried to `side` px: in proportion to the side, not to the pixel count (a guess on the
-        safe side: what it stands for — the callers' encoders, decoders, their event loops — has a cost per frame
-        that does not shrink with the picture). A square-root carry down was tried: it cut a call under 5 % loss
-        beside a busy core to 8.6-9.0 fps (vs 10.8-12.3 with this), for no clear gain with 8 callers."""
-        if self.limit_fps is None:
-            return None
-        if self._limit_side is None:
-            return self.limit_fps
-        return self.limit_fps * self._limit_side / side
-
-    def _congested(self) -> bool:
-        """Whether the guard cut within `fresh_s`: its limit then measures what the device and the callers take."""
-        return self._clock() - self._cut_at <= self.options.fresh_s
 
     @property
     def guard(self) -> float:
@@ -364,7 +200,7 @@ class CapacityModel:
         if side is None or self.limit_fps is None or not self.calls:
             return 1.0
         unlimited = self.total_fps(self.calls, side, limited=False)
-        limit = self._limit_at(side)
+        limit = self.latency_guard.limit_at(side)
         return 1.0 if not unlimited or limit is None else round(min(1.0, limit / unlimited), 3)
 
     # ---- estimates ------------------------------------------------------------------------
@@ -451,9 +287,10 @@ class CapacityModel:
             cpu_bound = self.cores * self.options.target_utilisation * 1000.0 / max(cpu[0], 0.01)
             if cpu_bound < total:
                 total, fresh = cpu_bound, fresh and cpu[1]
-        allowed = self._limit_at(side) if always_limited or (limited and self._congested()) else None
+        guard = self.latency_guard
+        allowed = guard.limit_at(side) if always_limited or (limited and guard.congested()) else None
         if allowed is not None and allowed < total:
-            total, fresh = allowed, side == self._limit_side  # measured by the calls here and now
+            total, fresh = allowed, side == guard.limit_side  # measured by the calls here and now
         return Estimate(total / calls, calls, side, fresh)
 
     def total_fps(self, calls: int, side: int | None = None, limited: bool = True) -> float | None:
@@ -468,7 +305,7 @@ class CapacityModel:
         side = side or self._default_side()
         e = self.estimate(calls, side) if side else None
         fps = (self.options.max_fps if self.limit_fps is not None else self.options.start_fps) if e is None else e.fps
-        limit = self._limit_at(side) if side else self.limit_fps
+        limit = self.latency_guard.limit_at(side) if side else self.limit_fps
         if limit is not None:
             fps = min(fps, limit / calls)
         return max(1.0, min(self.options.max_fps, fps))
@@ -508,7 +345,8 @@ class CapacityModel:
             # a new side's step time is trusted after a few steps; a queue the guard just cut for needs no wait (a
             # real cut since the last change: with neither, -inf >= -inf read as one and let a first, cold step
             # decide)
-            cut_since_change = self._cut_at > -math.inf and self._cut_at >= self._changed_at
+            cut_at = self.latency_guard.cut_at
+            cut_since_change = cut_at > -math.inf and cut_at >= self._changed_at
             measured_since_change = self._since_change[current] >= TRUSTED_SAMPLES or cut_since_change
         if here.fps < target * self.options.down_below and i + 1 < len(ladder) and measured_since_change:
             chosen = ladder[-1]

@@ -185,7 +185,7 @@ def test_a_cut_grows_back_on_a_jittery_machine_whose_signals_never_read_fresh():
     """Frames that wait half the target, never a quarter: no cut, and after HOLD_PROBE_S the limit probes up
     (5 % a second) all the same. Before, a limit cut on such a machine stayed where it was for good: a cluster
     worker's callers sat at 4.7 fps beside the other worker's 10."""
-    from server.capacity import HOLD_PROBE_S
+    from server.latency_guard import HOLD_PROBE_S
 
     capacity, clock = model(min_fps=1.0)
     capacity.calls_changed(1)
@@ -214,7 +214,7 @@ def test_calls_that_ran_a_while_keep_their_rate_when_others_join():
     """Two calls settled at 10 fps each, no queue seen: two more join (a killed cluster worker's callers rejoining
     here) and get what those two get, so theirs is not cut (with the floor alone, 2 x 10 + 2 x 4 made 7 each).
     Calls that join together at the start still slow-start from the floor."""
-    from server.capacity import JOIN_SETTLED_S
+    from server.latency_guard import JOIN_SETTLED_S
 
     capacity, clock = model(min_fps=4.0)
     capacity.calls_changed(1)

@@ -121,4 +121,4 @@ def test_round_trips_and_loss_reach_the_guard():
     governor, capacity, call, clock = governed()
     governor.tick({"remote": {"round_trip_ms": 20.0, "fraction_lost": 0}})
     governor.tick({"remote": {"round_trip_ms": 220.0, "fraction_lost": 0.25}})  # 25 % lost
-    assert list(capacity._paths) == [0.0, 200.0] and list(capacity._losses) == [0.0, 0.25]
+    assert list(capacity.latency_guard.paths) == [0.0, 200.0] and list(capacity.latency_guard.losses) == [0.0, 0.25]
