@@ -7,10 +7,10 @@ from speakdraw.speech.audio import SAMPLE_RATE, Resampler, resample
 from speakdraw.speech.commands import Interpretation, interpret
 from speakdraw.speech.guard import rejection
 from speakdraw.speech.model_choice import load_stt
+from speakdraw.speech.openai_stt import OpenAIWhisperSTT
 from speakdraw.speech.segmenter import SegmenterOptions, UtteranceEvent, UtteranceSegmenter
 from speakdraw.speech.stt import (
     FasterWhisperSTT,
-    OpenAIWhisperSTT,
     SpeechToText,
     STTUnavailable,
     TextSegment,

@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from speakdraw.speech.openai_stt import OpenAIWhisperSTT
 from speakdraw.speech.stt import (
     DEFAULT_MODELS,
     STT_KINDS,
     FasterWhisperSTT,
-    OpenAIWhisperSTT,
     SpeechToText,
     STTUnavailable,
-    _pick_device,
+    pick_device,
 )
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def _local(name: str) -> bool:
 def choose(device: str = "auto", budget_s: float = DECODE_BUDGET_S, load=None) -> tuple[object, Choice]:
     """(a loaded FasterWhisperSTT, why it was chosen). `load(model, device)` builds one (tests pass theirs)."""
     load = load or (lambda model, dev: FasterWhisperSTT(model, device=dev))
-    device = _pick_device(device)
+    device = pick_device(device)
     if device == "cuda":
         errors = []
         for name in GPU_ORDER:

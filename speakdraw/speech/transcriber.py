@@ -49,68 +49,24 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from speakdraw.speech.audio import SAMPLE_RATE, Resampler, to_float32
 from speakdraw.speech.decode_policy import agreed_prefix, command_of, doubtful, norm_words, tidy
 from speakdraw.speech.guard import rejection
-from speakdraw.speech.segmenter import SegmenterOptions, UtteranceEvent, UtteranceSegmenter
+from speakdraw.speech.segmenter import UtteranceEvent, UtteranceSegmenter
 from speakdraw.speech.stt import SpeechToText, Transcript
+from speakdraw.speech.transcriber_types import CAREFUL_POLICIES, TranscriberOptions, TranscriptEvent
 from speakdraw.speech.vad import WINDOW, SileroVAD
 from speakdraw.speech.worker import SpeechWorker
 
 log = logging.getLogger(__name__)
 
-CAREFUL_POLICIES = ("doubtful", "always", "never")
 # Guard reasons that only say "not sure" of a biased decode: the careful decode's scores run lower than
 # the fast one's on the same right words (tiny.en, en-gb "whole picture": -0.44 fast, -0.89 careful), so
 # these never undo a command the fast decode heard with confidence.
 UNSURE_REASONS = frozenset({"unsure", "bias_only", "bias_echo"})
-
-
-@dataclass(frozen=True)
-class TranscriptEvent:
-    utterance: int
-    text: str
-    final: bool
-    language: str = ""
-    audio_s: float = 0.0  # utterance audio transcribed
-    stt_s: float = 0.0  # time Whisper took
-    latency_s: float = 0.0  # finals: last voiced audio fed → event; partials: newest audio fed → event
-    revision: int = 0  # 1: the careful decode corrects this utterance's earlier final
-    stages: dict[str, float] = field(default_factory=dict)  # finals: eos, wait, decode (ms)
-    emitted_at: float = 0.0  # time.monotonic() when the speech thread reported it
-    command: str = ""  # finals: the spoken command recognised in `text` (commands.COMMANDS key), if any
-
-    def message(self) -> dict[str, Any]:
-        """The data-channel `transcript` message (README.md, Data channel; `revised` only on a correction)."""
-        out: dict[str, Any] = {"type": "transcript", "utterance": self.utterance, "text": self.text}
-        out["final"] = self.final
-        if self.revision:
-            out["revised"] = True
-        return out
-
-
-@dataclass
-class TranscriberOptions:
-    segmenter: SegmenterOptions = field(default_factory=SegmenterOptions)
-    partials: bool = True
-    partial_interval_s: float = 0.5
-    max_buffer_s: float = 10.0
-    min_partial_speech_s: float = 0.3
-    windowed: bool = True  # short-window decodes for partials and the fast final (stt.transcribe_window)
-    final_beam: int = 5
-    # Forcing the locally agreed words as the fast final's prefix: measured worse (held-out espeak
-    # set, 24 utterances: WER 0.144 with it, 0.080 without) and no faster, since the cost is the
-    # encoder, not the tokens. Partials still use it (their committed words never flicker).
-    final_prefix: bool = False
-    careful: str = "doubtful"  # when the 30 s decode runs: CAREFUL_POLICIES
-    # Start the fast final's decode once this much silence follows speech, while the end rule
-    # still runs; if no speech came since, the end reuses it (0 = wait for the end rule).
-    speculate_after_ms: float = 96.0
 
 
 class Transcriber:
