@@ -14,8 +14,9 @@ How it compares with a browser on a phone or laptop (the load it puts on this ma
   each refresh and never queues decoded frames). `frames_received` counts frames shown, `frames_decoded`
   all of them;
 - lighter than a browser: no camera capture, no display or compositing, no playout delay in a
-  jitter buffer (the server's marker jitter buffer, which tests/conftest.py puts in place for every test:
-  a frame is handed on when its last packet arrives), no audio processing;
+  jitter buffer (in tests, the server's marker jitter buffer, which tests/conftest.py puts in place: a
+  frame is handed on when its last packet arrives; bench/ scripts run on stock aiortc, which holds a frame
+  until the next one's first packet, one frame interval more), no audio processing;
 - heavier than many browsers: every caller of a test runs in one Python process (one GIL, one
   event loop) on the server's own cores, and decodes in software where phones use hardware.
 """
