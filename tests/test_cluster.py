@@ -358,8 +358,8 @@ async def test_the_front_door_adds_nothing_to_the_media_path(cluster, tmp_path):
     with the same callers, within this machine's noise. Both sets run at the same time, in 5 rounds of 5 s, and the
     median round's ratio is judged: the load moves the round trip by 2x from one 5 s run to the next (measured),
     so runs one after the other compare the load, not the paths; and at a ~10 ms p50 (the callers' receivers hand
-    a frame on at its last packet) one round's ratio alone swung 0.71-1.37 here (18 rounds: mean 1.04, sd 0.11),
-    and CI read 34 vs 28 ms from two pooled rounds. A median of 5 above 1.25 takes 3 rounds above it.
+    a frame on at its last packet) one round's ratio alone swung 0.71-1.37 here (39 rounds: mean 1.04, sd 0.14,
+    4 above 1.25), and CI read 34 vs 28 ms from two pooled rounds. A median of 5 above 1.25 takes 3 rounds above it.
     The media cannot pass the front door: it holds no UDP socket while the calls run; the workers do. That is
     the check a relay through the front door cannot pass; the ratio is the check that a user gets the same."""
     single = ServerProcess("--cpu-cores", "1", "--min-fps", "4", log_path=tmp_path / "single.log")
