@@ -137,7 +137,7 @@ async def test_auto_negotiates_the_cheaper_codec_and_pays_less_to_encode_than_h2
     # The encode stage's wall time (encode + packetise + send) is latency, not cost, and it is noisier: libx264
     # (tune zerolatency) slices each frame over both cores (21.5 ms CPU in 13.8 ms wall at 512 px here), while
     # aiortc runs libvpx on one thread below 640x480. So H.264 can match VP8's wall time while costing 1.3x the
-    # CPU; the same runs read 0.80-1.18 (CI 7.6 vs 6.6 ms = 1.15). The bound says auto adds no latency there.
+    # CPU; the same runs read 0.80-1.18 (CI 7.6 vs 6.6 ms = 1.15). The bound: auto's stage takes at most 1.5x H.264's.
     assert auto_ms <= 1.5 * h264_ms, (auto_ms, h264_ms)
 
 
