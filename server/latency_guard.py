@@ -1,17 +1,20 @@
 """The latency guard: the calls' total frame rate, run as congestion control runs a sending rate, for load that
 the capacity model (server/capacity.py) cannot measure: the callers' own CPU, other programs on this machine.
 
-The calls together may send `limit_fps` frames a second. It starts low (`start_fps` for the first call,
-`min_fps` more for each that joins: a slow start; a lone call on an empty server starts at `solo_start_fps`,
-and gives the difference back when calls join in its first `JOIN_SETTLED_S`). It is cut to 0.8 × what was
-turned around in that second (a cut of what actually flows bites at once, however far off the model's bounds
-are; never below 1 fps a call) when the typical call's frames wait — queued before they reach us
-(TransitDelay), or in the inbox — longer than a step should make them, when the typical call's RTCP round trip
-grows above its least (queueing towards or inside the viewers), or when the viewers report heavy loss: two
-seconds in a row, or twice over once. While the signals are clearly fresh and the calls use it, it grows by
-10 % a second up to the model's bounds; after `HOLD_PROBE_S` under the targets without reading clearly fresh,
-by 5 %. A cut counts as a measurement of the device for `fresh_s` (`congested`); the slow start does not.
-It is dropped when the server empties.
+The calls together may send `limit_fps` frames a second. It starts low (`start_fps` for the first call, `min_fps`
+more for each that joins: a slow start; a lone call on an empty server starts at `solo_start_fps`, and gives the
+difference back when calls join in its first `JOIN_SETTLED_S`). It is cut to 0.8 × what was turned around in that
+second (a cut of what actually flows bites at once, however far off the model's bounds are), but never below half
+of the most that flowed in the last `PEAK_S` seconds (a stall of one second — the callers' process busy elsewhere —
+is not the device's rate: in a CI run one cluster worker's callers sat at 2.7 fps beside the other worker's 8.7),
+nor below 1 fps a call, when the typical call's frames wait — queued before they reach us (TransitDelay), or in the
+inbox — longer than a step should make them, when the typical call's RTCP round trip grows above its least
+(queueing towards or inside the viewers), or when the viewers report heavy loss: two seconds in a row, or twice
+over once. While the signals are clearly fresh and the calls use it, it grows by 10 % a second up to the model's
+bounds; `HOLD_PROBE_S` after a cut (or after the signals began), in each second under the targets without reading
+clearly fresh, by 5 % (one late second pauses that probe; it does not start the wait over, which on a jittery
+machine kept a cut limit where it was for good). A cut counts as a measurement of the device for `fresh_s`
+(`congested`); the slow start does not. It is dropped when the server empties.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ JOIN_SETTLED_S = 5.0  # calls present this long (no join since) have a rate a ne
 HOLD_PROBE_S = 5.0  # under their targets but not clearly fresh this long (a machine whose jitter never lets
 # them read fresh): the rate probes up by 5 % a second all the same, until a signal goes over and cuts it
 CUT_HOLD_S = 2.0  # after a cut, only a queue twice the target cuts again within this time
+PEAK_S = 3  # a cut keeps at least half of the most that flowed in this many samples (seconds)
 
 Signals = list[tuple[float, float]]  # (measured, target) pairs of one sample
 
@@ -49,10 +53,11 @@ class LatencyGuard:
         self.limit_fps: float | None = None  # total frames/s the calls may send, at `limit_side` px
         self.limit_side: int | None = None  # None: not tied to a side yet (the slow start)
         self.cut_at = -math.inf  # when it last cut (then its limit is a measurement of the device)
-        self._held_since = -math.inf  # since when the signals have been under their targets, not clearly fresh
+        self._held_since = -math.inf  # since when signals are read (the probe waits HOLD_PROBE_S from it or a cut)
         self._joined_at = -math.inf  # when a call last joined
         self._solo_extra = 0.0  # what a lone first call got above the shared slow start (until a join)
         self._over = 0  # samples in a row whose signals were over their targets
+        self._flowed: deque[float] = deque(maxlen=PEAK_S)  # frames/s turned around in the last samples
         self.ages: dict[Any, deque[float]] = {}  # per call: how long its processed frames waited
         self.paths: deque[float] = deque(maxlen=64)
         self.losses: deque[float] = deque(maxlen=64)
@@ -113,6 +118,7 @@ class LatencyGuard:
         if calls == 0:  # nothing left to measure the load with: the next call starts afresh
             self.limit_fps, self.limit_side, self.cut_at = None, None, -math.inf
             self._held_since = -math.inf
+            self._flowed.clear()
             self.ages.clear()
             self.paths.clear()
             self.losses.clear()
@@ -144,11 +150,12 @@ class LatencyGuard:
         over = any(value > target for value, target in signals)
         severe = any(value > 2 * target for value, target in signals)
         self._over = self._over + 1 if over else 0
+        self._flowed.append(delivered_fps)
         if over and (severe or self._over >= 2):  # a queue that stays (one late second is noise), or a deep one
             if now - self.cut_at < CUT_HOLD_S and not severe:
                 return  # the queue a cut left takes a moment to drain: do not cut again for the same one
             flowing = delivered_fps if delivered_fps > 0 else allowed
-            cut = 0.8 * min(flowing, allowed)
+            cut = max(0.8 * min(flowing, allowed), 0.5 * min(max(self._flowed), allowed))
             self.limit_fps, self.limit_side, self.cut_at = max(float(calls), cut), side, now
         fresh = signals and all(value < FRESH * target for value, target in signals)
         log.debug(  # `--log-level debug`: what the guard read and did, once a second
@@ -160,7 +167,7 @@ class LatencyGuard:
             side,
             " (cut)" if self.cut_at == now else "",
         )
-        if over or fresh or not signals:
+        if not signals:  # nothing read: the hold starts again when signals come back
             self._held_since = -math.inf
         elif self._held_since == -math.inf:
             self._held_since = now
@@ -169,6 +176,7 @@ class LatencyGuard:
             # clearly fresh, and the calls use what they may: probe upwards slowly (latency stays flat)
             self.limit_fps, self.limit_side = min(allowed * 1.1, max(allowed, unlimited)), side
         elif not over and used and now - max(self._held_since, self.cut_at) >= HOLD_PROBE_S:
-            # under the targets for a while, never clearly fresh: probe more slowly still; a signal over its target
-            # cuts again (without this, a limit cut on a jittery machine never grows back)
+            # a while since the last cut, under the targets now, not clearly fresh: probe more slowly still; signals
+            # over their targets pause it, two in a row cut again (without this, a limit cut on a jittery machine
+            # never grows back)
             self.limit_fps, self.limit_side = min(allowed * 1.05, max(allowed, unlimited)), side

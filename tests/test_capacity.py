@@ -113,13 +113,18 @@ def test_cpu_bound_and_latency_guard():
         capacity.sample()
     assert capacity.limit_fps == pytest.approx(200.0)  # up to the CPU bound, no further
     assert capacity.guard == 1.0 and capacity.share(2) == 30.0  # capped at the camera
-    for _ in range(30):  # 30 frames turned around in the next second ...
-        capacity.step_done(engine="passthrough", side=512, steps=1, batch=1, step_ms=2.0)
-        capacity.frame_age(900.0)  # ... each after waiting far longer than a 2 ms step + 40 ms
-    clock.t += 1.0
-    capacity.sample()
-    # frames got old: the calls together may send 0.8 x what flowed (30 fps), however high the bounds are
-    assert capacity.limit_fps == pytest.approx(24.0)
+    limits = []
+    for _ in range(3):
+        for _ in range(30):  # 30 frames turned around in each of the next seconds ...
+            capacity.step_done(engine="passthrough", side=512, steps=1, batch=1, step_ms=2.0)
+            capacity.frame_age(900.0)  # ... each after waiting far longer than a 2 ms step + 40 ms
+        clock.t += 1.0
+        capacity.sample()
+        limits.append(capacity.limit_fps)
+    # frames got old (twice the target: a cut each second): the calls together may send 0.8 x what flows (30 fps),
+    # however high the bounds are; one cut keeps half of the most that flowed in the last 3 s (a one-second stall
+    # is not the device's rate), so it takes three seconds: 200 -> 100 -> 50 -> 24
+    assert limits == pytest.approx([100.0, 50.0, 24.0]), limits
     assert capacity.share(2) == pytest.approx(12.0) and capacity.guard < 0.15
     for _ in range(20):
         capacity.step_done(engine="passthrough", side=512, steps=1, batch=1, step_ms=2.0)

@@ -319,10 +319,15 @@ async def test_drain_stops_new_calls_to_a_worker_and_lets_its_calls_go_on(cluste
 @pytest.mark.slow
 async def test_eight_callers_spread_over_two_workers_each_get_six_fps_and_no_cross_talk(cluster):
     spread: list[dict[str, int]] = []
+    capacities: list[dict[str, dict]] = []  # each worker's capacity summary every 4 s: why its share is what it is
 
     async def watch() -> None:
-        await asyncio.sleep(8.0)  # connected, warmed up, measuring
-        spread.append({w["id"]: w["sessions"] for w in (await asyncio.to_thread(cluster.health))["workers"]})
+        for i in range(7):
+            await asyncio.sleep(4.0)
+            workers = (await asyncio.to_thread(cluster.health))["workers"]
+            capacities.append({w["id"]: w.get("capacity") for w in workers})
+            if i == 1:  # connected, warmed up, measuring
+                spread.append({w["id"]: w["sessions"] for w in workers})
 
     await idle(cluster)
     watcher = asyncio.ensure_future(watch())
@@ -331,6 +336,8 @@ async def test_eight_callers_spread_over_two_workers_each_get_six_fps_and_no_cro
     await watcher
     s = run.summary()
     print(s, spread, "load", os.getloadavg())
+    for seen in capacities:
+        print(seen)
     assert spread and all(n >= 3 for n in spread[0].values()) and sum(spread[0].values()) == 8, spread
     assert s["foreign_frames"] == 0, s
     assert s["fps_min"] >= 6, s

@@ -209,13 +209,24 @@ async def test_slow_readers_neither_grow_memory_nor_delay_the_call(server):
         await call.close()
 
 
+async def _rss_samples(pid: int, seconds: float) -> list[int]:
+    """The server's RSS (KiB) once a second for `seconds`, the first at once."""
+    samples = [rss_kib(pid)]
+    for _ in range(int(seconds)):
+        await asyncio.sleep(1.0)
+        samples.append(rss_kib(pid))
+    return samples
+
+
 async def _slow_readers(server, call: RtcClient, pid: int) -> None:
     await call.wait_frames(30)
     # Warm the JPEG path once with a normal viewer, so its one-time allocations are not counted below.
     assert len(await collect(stream_url(server, call), count=10)) == 10
-    # The baseline has the same normal viewer as the loaded run below, so the two differ only by the slow
-    # readers (its JPEG encoding and the test's own reading cost CPU the call shares on 2 cores).
-    _, baseline = await asyncio.gather(collect(stream_url(server, call), seconds=6.0), measure(call, 6.0))
+    # The baselines have the same normal viewer as the loaded run below, so they differ only by the slow
+    # readers (its JPEG encoding and the test's own reading cost CPU the call shares on 2 cores). One before and
+    # one after: other work on this machine moves the call's rate from one window to the next (a CI run read
+    # 25.5 fps, then 16.5 with the readers), so the loaded window is judged against the lower of the two.
+    _, before = await asyncio.gather(collect(stream_url(server, call), seconds=6.0), measure(call, 6.0))
 
     path = f"/api/sessions/{call.session_id}/stream.mjpg?token={TOKEN}"
     readers = [SlowReader(path, server.port) for _ in range(4)]
@@ -224,10 +235,10 @@ async def _slow_readers(server, call: RtcClient, pid: int) -> None:
         # Let their sockets fill up first (kernel buffers, then any user-space one): what a connection
         # holds once is not growth; what grows after that is.
         await asyncio.sleep(6.0)
-        rss_before = rss_kib(pid)
         # Meanwhile a normal viewer must still get fresh frames at the output rate.
-        fast, loaded = await asyncio.gather(collect(stream_url(server, call), seconds=8.0), measure(call, 8.0))
-        rss_after = rss_kib(pid)
+        fast, loaded, rss = await asyncio.gather(
+            collect(stream_url(server, call), seconds=8.0), measure(call, 8.0), _rss_samples(pid, 8.0)
+        )
         assert all(not r.closed_by_server for r in readers)
         assert all(0 < len(r.received) < 20_000 for r in readers), [len(r.received) for r in readers]
     finally:
@@ -235,17 +246,24 @@ async def _slow_readers(server, call: RtcClient, pid: int) -> None:
             t.cancel()
         for r in readers:
             r.close()
+    _, after = await asyncio.gather(collect(stream_url(server, call), seconds=6.0), measure(call, 6.0))
 
-    growth_mib = (rss_after - rss_before) / 1024
-    print(f"baseline {baseline}  4 slow readers {loaded}  fast viewer {len(fast)} parts/8s  RSS {growth_mib:+.1f} MiB")
-    # Queuing parts per viewer grows ~4 x 30/s x 20 KB = 2.4 MB/s here (checked: +59 MiB over the 8 s).
-    assert growth_mib < 8, growth_mib
-    assert loaded["fps_out"] >= 0.8 * baseline["fps_out"], (baseline, loaded)
-    # not delayed: a queue behind slow readers would add seconds; the slack is scheduling noise on a busy machine
-    assert loaded["shown_age_ms"] <= baseline["shown_age_ms"] + max(60.0, baseline["shown_age_ms"]), (
-        baseline,
-        loaded,
+    steps_mib = [(b - a) / 1024 for a, b in zip(rss, rss[1:], strict=False)]
+    growth_mib = (rss[-1] - rss[0]) / 1024
+    print(
+        f"before {before}  4 slow readers {loaded}  after {after}  fast viewer {len(fast)} parts/8s  "
+        f"RSS {growth_mib:+.1f} MiB, per second {[round(x, 2) for x in steps_mib]}"
     )
+    # Queuing parts per viewer grows ~4 x 30/s x 20 KB = 2.4 MB/s here (checked: +59 MiB over the 8 s), every
+    # second. The allocator's one-time steps (a CI run: +13.5 MiB over 8 s, where quiet runs read +0-0.5) fall in
+    # one second or two: the median second tells a queue from them, at a tenth of that queue's rate.
+    assert statistics.median(steps_mib) < 0.25, steps_mib
+    assert growth_mib < 24, steps_mib
+    baseline = min(before, after, key=lambda m: m["fps_out"])
+    assert loaded["fps_out"] >= 0.8 * baseline["fps_out"], (before, loaded, after)
+    # not delayed: a queue behind slow readers would add seconds; the slack is scheduling noise on a busy machine
+    age = max(before["shown_age_ms"], after["shown_age_ms"])
+    assert loaded["shown_age_ms"] <= age + max(60.0, age), (before, loaded, after)
     assert len(fast) >= 0.5 * 8.0 * loaded["fps_out"], (len(fast), loaded)
     assert_output_frames(fast, call)
     assert statistics.mean(len(p.jpeg) for p in fast) > 10_000  # the noise made it through: big parts
