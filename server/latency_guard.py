@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 
 FRESH = 0.25  # signals below this fraction of their targets are "clearly fresh": the rate grows by 10 % a second
 JOIN_SETTLED_S = 5.0  # calls present this long (no join since) have a rate a new call may match
-HOLD_PROBE_S = 5.0  # under their targets but not clearly fresh this long (a machine whose jitter never lets
-# them read fresh): the rate probes up by 5 % a second all the same, until a signal goes over and cuts it
+HOLD_PROBE_S = 5.0  # this long after a cut (or after signals began), in seconds under their targets but not
+# clearly fresh (a machine whose jitter never lets them read fresh), the rate probes up by 5 % a second
 CUT_HOLD_S = 2.0  # after a cut, only a queue twice the target cuts again within this time
 PEAK_S = 3  # a cut keeps at least half of the most that flowed in this many samples (seconds)
 
