@@ -38,6 +38,7 @@ const state = {
   serverNotices: [], // the same as {summary, detail}
   callNotices: [], // this call's, from the page and the channel
   decodeTimer: null,
+  callStatus: "", // the last line the server gave this call (a status message): "In the call", "working at ..."
 };
 // A handle for the browser console and the browser tests: window.speakdraw.state.call.pc etc.
 window.speakdraw = Object.assign(window.speakdraw || {}, { state });
@@ -55,6 +56,20 @@ window.speakdraw.recorder = recorder.state;
 
 function setStatus(text) {
   ui.status.textContent = text;
+}
+
+/** The server's word on the call: kept, so that a later "connection connected" does not hide it. */
+function setCallStatus(text) {
+  state.callStatus = text;
+  setStatus(text);
+}
+
+/**
+ * The peer connection's state. "connected" may fire after the server's first status message (the control channel
+ * can open first on a busy machine); the call's status then stays what the server said.
+ */
+function showConnectionState(text) {
+  setStatus(text === "connection connected" && state.callStatus ? state.callStatus : text);
 }
 
 function showError(text) {
@@ -149,7 +164,7 @@ async function showCallStatus(msg, refreshed = false) {
   const message = msg.message || "";
   const routine = !message || message === "ready" || message.startsWith("loading ");
   if (routine || isOnlyWarnings(message, state.serverWarnings)) {
-    setStatus(msg.ready ? "In the call" : "In the call: the painter is loading, you see your camera until it is ready");
+    setCallStatus(msg.ready ? "In the call" : "In the call: the painter is loading, you see your camera until it is ready");
     return;
   }
   if (!refreshed) {
@@ -160,7 +175,7 @@ async function showCallStatus(msg, refreshed = false) {
       return;
     }
   }
-  setStatus(message); // something else: a pipeline fault and what was done about it
+  setCallStatus(message); // something else: a pipeline fault and what was done about it
 }
 
 async function pollDecoded() {
@@ -186,6 +201,7 @@ function setInCall(inCall) {
 
 async function startCall() {
   showError("");
+  state.callStatus = "";
   state.callNotices = [];
   renderWarnings();
   clearStats();
@@ -207,7 +223,7 @@ async function startCall() {
     onRtt(ms) {
       ui.rtt.textContent = `${ms.toFixed(0)} ms`;
     },
-    onState: setStatus,
+    onState: showConnectionState,
     onWarning: addCallWarning,
     currentSettings: changedFromDefaults,
     onEnded(reason) {
